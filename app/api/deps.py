@@ -1,0 +1,34 @@
+"""Dependencies shared by the routers: the context, the request's session, paging."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.context import Context
+from app.db import unit_of_work
+
+
+def get_context(request: Request) -> Context:
+    return request.app.state.context  # type: ignore[no-any-return]
+
+
+ContextDep = Annotated[Context, Depends(get_context)]
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    # Function scope: the commit happens before the response is sent, so a client that
+    # sees 201/202 can read what it created from any process at once.
+    async with unit_of_work(get_context(request).sessions) as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+PageSize = Annotated[int, Query(ge=1, le=100, description="Items per page (1-100).")]
+PageToken = Annotated[
+    str | None, Query(max_length=500, description="next_page_token of the previous page.")
+]

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.deps import PageSize, PageToken, SessionDep
+from app.schemas.common import Page
+from app.schemas.events import EventOut
+from app.schemas.problems import problems
+from app.services import clusters as cluster_service
+from app.services import events as service
+
+router = APIRouter(tags=["events"])
+
+
+@router.get(
+    "/v1/clusters/{cluster_id}/events",
+    response_model=Page[EventOut],
+    summary="The pair's transition log, oldest first",
+    responses=problems(400, 404, 422),
+)
+async def list_cluster_events(
+    cluster_id: str, session: SessionDep, page_size: PageSize = 50, page_token: PageToken = None
+) -> Page[EventOut]:
+    await cluster_service.get(session, cluster_id)
+    items, token = await service.list_for_cluster(session, cluster_id, page_size, page_token)
+    return Page[EventOut](items=items, next_page_token=token)

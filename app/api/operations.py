@@ -1,0 +1,174 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from app.api.deps import ContextDep, PageSize, PageToken, SessionDep
+from app.db import unit_of_work
+from app.domain.plans import OperationKind
+from app.schemas.common import Page
+from app.schemas.operations import (
+    KindName,
+    OperationOut,
+    OperationRequest,
+    OperationStatusName,
+)
+from app.schemas.problems import problems
+from app.services import idempotency
+from app.services import operations as service
+
+router = APIRouter(tags=["operations"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Required. The same key and body return the same operation.",
+    ),
+]
+
+
+async def _start(
+    kind: OperationKind,
+    cluster_id: str,
+    request: Request,
+    context: ContextDep,
+    body: OperationRequest | None,
+    key: str | None,
+) -> JSONResponse:
+    key = idempotency.validate_key(key)
+    body = body or OperationRequest()
+    print_ = idempotency.fingerprint("POST", request.url.path, body.model_dump(mode="json"))
+
+    async def produce(session):  # type: ignore[no-untyped-def]
+        operation = await service.start(session, context.enqueue, cluster_id, kind, body, None)
+        out = service.render(operation, await service.steps_of(session, operation.id))
+        location = f"/v1/operations/{operation.id}"
+        return 202, out.model_dump(mode="json"), {"Location": location}
+
+    stored = await idempotency.run_once(context.sessions, "default", key, print_, produce)
+    headers = dict(stored.headers)
+    if stored.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(stored.body, status_code=stored.status_code, headers=headers)
+
+
+_START_DOC = {
+    "status_code": 202,
+    "response_model": OperationOut,
+    "responses": problems(400, 404, 409, 422),
+}
+
+
+@router.post(
+    "/v1/clusters/{cluster_id}/failover",
+    summary="Fail the pair over to its secondary",
+    **_START_DOC,  # type: ignore[arg-type]
+)
+async def failover(
+    cluster_id: str,
+    request: Request,
+    context: ContextDep,
+    body: OperationRequest | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    return await _start(OperationKind.FAILOVER, cluster_id, request, context, body, idempotency_key)
+
+
+@router.post(
+    "/v1/clusters/{cluster_id}/failback",
+    summary="Fail the pair back to its primary",
+    **_START_DOC,  # type: ignore[arg-type]
+)
+async def failback(
+    cluster_id: str,
+    request: Request,
+    context: ContextDep,
+    body: OperationRequest | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    return await _start(OperationKind.FAILBACK, cluster_id, request, context, body, idempotency_key)
+
+
+@router.get(
+    "/v1/operations/{operation_id}",
+    response_model=OperationOut,
+    summary="Get an operation; ?wait=N holds the request until it is done",
+    responses=problems(404, 422),
+)
+async def get_operation(
+    operation_id: str,
+    context: ContextDep,
+    wait: Annotated[int, Query(ge=0, le=60, description="Seconds to wait for done")] = 0,
+) -> OperationOut:
+    deadline = time.monotonic() + wait
+    with context.watcher.watch(operation_id) as changed:
+        while True:
+            changed.clear()
+            async with unit_of_work(context.sessions) as session:
+                out = await service.load(session, operation_id)
+            remaining = deadline - time.monotonic()
+            if out.done or remaining <= 0:
+                return out
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout=min(remaining, 1.0))
+
+
+@router.get(
+    "/v1/operations",
+    response_model=Page[OperationOut],
+    summary="List operations, newest first",
+    responses=problems(400, 422),
+)
+async def list_operations(
+    session: SessionDep,
+    cluster_id: Annotated[str | None, Query(max_length=40)] = None,
+    status: OperationStatusName | None = None,
+    kind: KindName | None = None,
+    page_size: PageSize = 50,
+    page_token: PageToken = None,
+) -> Page[OperationOut]:
+    items, token = await service.list_operations(
+        session,
+        cluster_id=cluster_id,
+        status=status,
+        kind=kind,
+        page_size=page_size,
+        page_token=page_token,
+    )
+    return Page[OperationOut](items=items, next_page_token=token)
+
+
+@router.post(
+    "/v1/operations/{operation_id}/cancel",
+    status_code=202,
+    response_model=OperationOut,
+    summary="Cancel: undo the reversible steps and return to the origin state",
+    responses=problems(404, 409, 422),
+)
+async def cancel_operation(
+    operation_id: str, session: SessionDep, context: ContextDep, response: Response
+) -> OperationOut:
+    operation = await service.cancel(session, context.enqueue, operation_id)
+    response.headers["Location"] = f"/v1/operations/{operation.id}"
+    return service.render(operation, await service.steps_of(session, operation.id))
+
+
+@router.post(
+    "/v1/operations/{operation_id}/retry",
+    status_code=202,
+    response_model=OperationOut,
+    summary="Resume a failed operation from its failed step",
+    responses=problems(404, 409, 422),
+)
+async def retry_operation(
+    operation_id: str, session: SessionDep, context: ContextDep, response: Response
+) -> OperationOut:
+    operation = await service.retry(session, context.enqueue, operation_id)
+    response.headers["Location"] = f"/v1/operations/{operation.id}"
+    return service.render(operation, await service.steps_of(session, operation.id))

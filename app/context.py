@@ -1,0 +1,49 @@
+"""The shared context: built once at start-up, handed to requests and jobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.db import create_engine, session_factory
+from app.services.notify import OperationWatcher
+from app.services.queue import enqueue_run
+
+
+@dataclass(frozen=True)
+class Context:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    redis: ArqRedis
+    watcher: OperationWatcher
+
+    async def enqueue(self, operation_id: str, lease_epoch: int) -> None:
+        await enqueue_run(self.redis, self.settings.queue_name, operation_id, lease_epoch)
+
+    async def close(self) -> None:
+        await self.watcher.stop()
+        await self.redis.aclose()
+        await self.engine.dispose()
+
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    if not settings.redis_url:
+        raise RuntimeError("TANDEM_REDIS_URL is not set and no embedded Redis was started")
+    return RedisSettings.from_dsn(settings.redis_url)
+
+
+async def build_context(settings: Settings) -> Context:
+    engine = create_engine(settings.resolved_database_url())
+    redis = await create_pool(redis_settings(settings), default_queue_name=settings.queue_name)
+    return Context(
+        settings=settings,
+        engine=engine,
+        sessions=session_factory(engine),
+        redis=redis,
+        watcher=OperationWatcher(redis),
+    )

@@ -1,0 +1,174 @@
+"""Problem types (RFC 9457) and the one handler that renders them.
+
+Problem                         500 internal
+├── BadRequest                  400 bad_request
+│   ├── IdempotencyKeyMissing   400 idempotency_key_missing
+│   └── MalformedBody           400 malformed_body
+├── NotFound                    404 not_found
+├── Conflict                    409 conflict
+│   ├── InvalidTransition       409 invalid_transition  (names state and allowed actions)
+│   ├── OperationInProgress     409 operation_in_progress
+│   ├── IdempotencyInFlight     409 idempotency_key_in_flight
+│   └── PointOfNoReturn         409 point_of_no_return
+├── PreconditionFailed          412 precondition_failed
+├── Unprocessable               422 unprocessable
+│   ├── ValidationFailed        422 validation_failed  (lists `errors`)
+│   └── IdempotencyKeyReused    422 idempotency_key_reused
+└── ServiceUnavailable          503 unavailable
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://tandem.dev/problems/"
+
+log = logging.getLogger("tandem.errors")
+
+
+class Problem(Exception):
+    status = 500
+    code = "internal"
+    title = "Internal error"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "type": TYPE_BASE + self.code.replace("_", "-"),
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+            **self.extra,
+        }
+
+
+class BadRequest(Problem):
+    status, code, title = 400, "bad_request", "Bad request"
+
+
+class IdempotencyKeyMissing(BadRequest):
+    code, title = "idempotency_key_missing", "Idempotency-Key header required"
+
+
+class MalformedBody(BadRequest):
+    code, title = "malformed_body", "Request body is not valid JSON"
+
+
+class NotFound(Problem):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class Conflict(Problem):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class InvalidTransition(Conflict):
+    code, title = "invalid_transition", "Not allowed in the current state"
+
+
+class OperationInProgress(Conflict):
+    code, title = "operation_in_progress", "An operation is in progress on this cluster"
+
+
+class IdempotencyInFlight(Conflict):
+    code, title = "idempotency_key_in_flight", "A request with this Idempotency-Key is in flight"
+
+
+class PointOfNoReturn(Conflict):
+    code, title = "point_of_no_return", "The operation is past its point of no return"
+
+
+class PreconditionFailed(Problem):
+    status, code, title = 412, "precondition_failed", "Precondition failed"
+
+
+class Unprocessable(Problem):
+    status, code, title = 422, "unprocessable", "Unprocessable request"
+
+
+class ValidationFailed(Unprocessable):
+    code, title = "validation_failed", "Request validation failed"
+
+
+class IdempotencyKeyReused(Unprocessable):
+    code, title = "idempotency_key_reused", "Idempotency-Key reused with another request"
+
+
+class ServiceUnavailable(Problem):
+    status, code, title = 503, "unavailable", "Service unavailable"
+
+
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        jsonable_encoder(problem.body()),
+        status_code=problem.status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def _validation_problem(exc: RequestValidationError) -> Problem:
+    errors = []
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            return MalformedBody(f"Body is not valid JSON: {err.get('msg', '')}")
+        errors.append(
+            {
+                "loc": [str(part) for part in err.get("loc", ())],
+                "msg": str(err.get("msg", "")),
+                "type": str(err.get("type", "")),
+            }
+        )
+    first = errors[0] if errors else {"loc": [], "msg": "invalid"}
+    where = ".".join(first["loc"])
+    return ValidationFailed(f"{where}: {first['msg']}", errors=errors)
+
+
+_STATUS_CODES = {400: BadRequest, 404: NotFound, 409: Conflict, 412: PreconditionFailed}
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(_request: Request, exc: Problem) -> JSONResponse:
+        if exc.status >= 500:
+            log.error("problem %s: %s", exc.code, exc.detail)
+        return problem_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem_response(_validation_problem(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        cls = _STATUS_CODES.get(exc.status_code)
+        if cls is not None:
+            problem: Problem = cls(str(exc.detail))
+        else:
+            problem = Problem(str(exc.detail))
+            problem.status = exc.status_code
+            problem.code = "http_" + str(exc.status_code)
+            problem.title = str(exc.detail)
+        return problem_response(problem, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return problem_response(Problem("An unexpected error occurred; it has been logged."))
+
+
+def dumps(body: Any) -> str:
+    return json.dumps(jsonable_encoder(body), separators=(",", ":"))

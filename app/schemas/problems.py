@@ -1,0 +1,39 @@
+"""The problem-details body (RFC 9457), for the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from app.errors import PROBLEM_JSON
+
+
+class ProblemDetails(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+
+
+_DESCRIPTIONS = {
+    400: "Bad request (missing Idempotency-Key, malformed JSON, bad page token)",
+    404: "Not found",
+    409: "Conflict with the current state (names it and the allowed actions)",
+    412: "If-Match does not match the current version",
+    422: "Validation failed, or an Idempotency-Key reused with another request",
+    503: "Not ready",
+}
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {
+        code: {
+            "description": _DESCRIPTIONS[code],
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}},
+        }
+        for code in codes
+    }

@@ -1,0 +1,87 @@
+"""The one function that changes a cluster's state, and the one that appends events.
+
+Both run inside the caller's transaction: a state change and its event row commit
+together or not at all (the transactional outbox of DESIGN.md section 4).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.states import ClusterState, Trigger, next_state, serves_from_primary
+from app.models import Cluster, Event
+from app.models.base import new_id, utcnow
+
+
+async def emit_event(
+    session: AsyncSession, cluster_id: str, type_: str, data: dict[str, Any]
+) -> Event:
+    """Append an event with the pair's next gap-free sequence number.
+
+    The increment locks the pair's row until commit, so sequence numbers are handed
+    out in commit order and a rolled-back transaction gives its number back.
+    """
+    result = await session.execute(
+        update(Cluster)
+        .where(Cluster.id == cluster_id)  # type: ignore[arg-type]
+        .values(event_seq=Cluster.event_seq + 1)
+        .returning(Cluster.event_seq)
+        .execution_options(synchronize_session=False)
+    )
+    sequence = result.scalar_one()
+    event = Event(id=new_id("evt"), cluster_id=cluster_id, sequence=sequence, type=type_, data=data)
+    session.add(event)
+    await session.flush()
+    return event
+
+
+async def current_state(session: AsyncSession, cluster_id: str) -> ClusterState:
+    """The pair's state, with its row locked for the rest of the transaction."""
+    state = await session.scalar(
+        select(Cluster.state).where(Cluster.id == cluster_id).with_for_update()  # type: ignore[arg-type]
+    )
+    if state is None:
+        raise LookupError(cluster_id)
+    return ClusterState(state)
+
+
+async def apply_transition(
+    session: AsyncSession, cluster_id: str, trigger: Trigger, operation_id: str
+) -> Event:
+    """Move the pair along `trigger` (or raise TransitionRefused) and log the change."""
+    from_state = await current_state(session, cluster_id)
+    to_state = next_state(from_state, trigger)
+    cluster = await session.get(Cluster, cluster_id)
+    assert cluster is not None
+    active_region = (
+        cluster.primary["region"] if serves_from_primary(to_state) else cluster.secondary["region"]
+    )
+    result = await session.execute(
+        update(Cluster)
+        .where(Cluster.id == cluster_id, Cluster.state == from_state.value)  # type: ignore[arg-type]
+        .values(
+            state=to_state.value,
+            active_region=active_region,
+            version=Cluster.version + 1,
+            updated_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        # The row lock above makes this unreachable unless another writer ignores it.
+        raise RuntimeError(f"cluster {cluster_id} changed state under a lock")
+    await session.refresh(cluster)
+    return await emit_event(
+        session,
+        cluster_id,
+        "cluster.state_changed",
+        {
+            "from": from_state.value,
+            "to": to_state.value,
+            "operation_id": operation_id,
+            "active_region": active_region,
+        },
+    )

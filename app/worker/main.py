@@ -1,0 +1,88 @@
+"""arq worker settings. `tandem worker` runs them; so does `tandem serve` in-process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from typing import Any
+
+from arq import cron, func
+from arq.worker import Worker
+
+from app.config import Settings
+from app.context import build_context, redis_settings
+from app.drivers import driver_for
+from app.migrations import current_revision, head_revision
+from app.services.executor import Executor
+from app.services.notify import publish
+from app.worker.run_operation import run_operation
+from app.worker.sweeper import sweep
+
+log = logging.getLogger("tandem.worker")
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    context = await build_context(settings)
+    revision = await current_revision(context.engine)
+    if revision != head_revision():
+        await context.close()
+        raise RuntimeError(
+            f"database schema is at {revision}, not {head_revision()}: run `tandem migrate`"
+        )
+    ctx["context"] = context
+    ctx["worker_id"] = owner = worker_id()
+
+    async def notify(operation_id: str) -> None:
+        await publish(context.redis, operation_id)
+
+    ctx["executor"] = Executor(
+        context.sessions,
+        lambda driver_settings: driver_for(driver_settings, context.sessions),
+        owner=owner,
+        lease_ttl_s=settings.lease_ttl_s,
+        notify=notify,
+    )
+    log.info("worker %s started on queue %s", owner, settings.queue_name)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    context = ctx.get("context")
+    if context is not None:
+        await context.close()
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "functions": [
+            # Recovery comes from the lease and the sweeper, not from arq's own retry.
+            func(run_operation, name="run_operation", max_tries=1000, timeout=24 * 3600)
+        ],
+        "cron_jobs": [
+            cron(
+                sweep,
+                second=set(range(0, 60, settings.sweep_interval_s)),
+                unique=True,
+                run_at_startup=True,
+                timeout=60,
+            )
+        ],
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "redis_settings": redis_settings(settings),
+        "queue_name": settings.queue_name,
+        "poll_delay": settings.worker_poll_delay_s,
+        "keep_result": 0,
+        "max_jobs": 20,
+        "ctx": {"settings": settings},
+    }
+
+
+def build_worker(settings: Settings, handle_signals: bool = True) -> Worker:
+    return Worker(**worker_options(settings), handle_signals=handle_signals)  # type: ignore[arg-type]
