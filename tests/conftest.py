@@ -1,0 +1,147 @@
+"""Fixtures: a real database (PostgreSQL or SQLite), a real Redis, real processes.
+
+TANDEM_TEST_DB picks the database (`make test` runs both where it can);
+TANDEM_TEST_REQUIRE_SERVICES=1 (CI) forbids falling back to embedded services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import secrets
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+import redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db import create_engine, session_factory
+from tests.backends import backends, reachable
+from tests.stack import ROOT, Stack
+
+BACKEND = os.environ.get("TANDEM_TEST_DB") or backends()[0]
+REQUIRE_SERVICES = os.environ.get("TANDEM_TEST_REQUIRE_SERVICES") == "1"
+PG_ADMIN_DSN = os.environ.get("TANDEM_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def pytest_report_header() -> list[str]:
+    return [f"tandem: database backend {BACKEND}"]
+
+
+@pytest.fixture(scope="session")
+def tmp_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tandem")
+
+
+async def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def create_pg_database() -> tuple[str, str]:
+    name = f"tandem_test_{os.getpid()}_{secrets.token_hex(3)}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    return name, f"{base}/{name}"
+
+
+def drop_pg_database(name: str) -> None:
+    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def migrate(database_url: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "app.cli", "migrate"],
+        env={**os.environ, "TANDEM_DATABASE_URL": database_url},
+        cwd=ROOT,
+        check=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_root: Path) -> Iterator[str]:
+    if BACKEND == "postgresql":
+        if not reachable("127.0.0.1", 5432):
+            pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432")
+        name, url = create_pg_database()
+        migrate(url)
+        yield url
+        drop_pg_database(name)
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_root / 'tandem.db'}"
+        migrate(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_root: Path) -> Iterator[str]:
+    if reachable("127.0.0.1", 6379):
+        # A database of its own on the shared server; FLUSHDB in a test touches only it.
+        url = f"redis://127.0.0.1:6379/{random.randint(1, 15)}"
+        yield url
+        redis.Redis.from_url(url).flushdb()
+        return
+    if REQUIRE_SERVICES:
+        pytest.fail("Redis is not reachable on 127.0.0.1:6379")
+    from app.embedded import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_root / "redis")
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack_env(database_url: str, redis_url: str, tmp_root: Path) -> dict[str, str]:
+    return {
+        "TANDEM_DATABASE_URL": database_url,
+        "TANDEM_REDIS_URL": redis_url,
+        "TANDEM_QUEUE_NAME": f"tandem:test:{secrets.token_hex(4)}",
+        "TANDEM_DATA_DIR": str(tmp_root / "data"),
+        # Short leases so recovery after a SIGKILL is quick in the tests.
+        "TANDEM_LEASE_TTL_S": "3",
+        "TANDEM_SWEEP_INTERVAL_S": "1",
+        "TANDEM_LOG_LEVEL": "info",
+    }
+
+
+@pytest.fixture(scope="session")
+def stack(stack_env: dict[str, str], tmp_root: Path) -> Iterator[Stack]:
+    log_dir = tmp_root / "logs"
+    log_dir.mkdir(exist_ok=True)
+    running = Stack(stack_env, log_dir)
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def live_stack(stack: Stack) -> Stack:
+    """The stack, with its worker pool topped up after a test that killed workers."""
+    stack.ensure_workers()
+    return stack
+
+
+@pytest_asyncio.fixture
+async def client(live_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    limits = httpx.Limits(max_connections=100)
+    async with httpx.AsyncClient(base_url=live_stack.base_url, timeout=90, limits=limits) as c:
+        yield c
+
+
+@pytest_asyncio.fixture(scope="session")
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Direct database access, for checking what the API does not show."""
+    engine = create_engine(database_url, **({"pool_size": 2} if BACKEND == "postgresql" else {}))
+    yield session_factory(engine)
+    await engine.dispose()

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+
+def pair_body(**driver: Any) -> dict[str, Any]:
+    name = f"pair-{uuid.uuid4().hex[:10]}"
+    return {
+        "name": name,
+        "primary": {"name": f"{name}-east", "region": "us-east-1", "cloud": "aws"},
+        "secondary": {"name": f"{name}-west", "region": "us-west-2", "cloud": "aws"},
+        "driver": {"kind": "simulated", **driver},
+        "deployments": [{"name": "api"}, {"name": "billing"}],
+    }
+
+
+async def create_cluster(client: httpx.AsyncClient, **driver: Any) -> dict[str, Any]:
+    response = await client.post("/v1/clusters", json=pair_body(**driver))
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def start(
+    client: httpx.AsyncClient,
+    cluster_id: str,
+    kind: str = "failover",
+    key: str | None = None,
+    **body: Any,
+) -> httpx.Response:
+    return await client.post(
+        f"/v1/clusters/{cluster_id}/{kind}",
+        json=body,
+        headers={"Idempotency-Key": key or uuid.uuid4().hex},
+    )
+
+
+async def start_ok(
+    client: httpx.AsyncClient, cluster_id: str, kind: str = "failover", **body: Any
+) -> dict[str, Any]:
+    response = await start(client, cluster_id, kind, **body)
+    assert response.status_code == 202, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def wait_done(client: httpx.AsyncClient, op_id: str, timeout_s: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = await client.get(f"/v1/operations/{op_id}", params={"wait": 10})
+        assert response.status_code == 200, response.text
+        operation: dict[str, Any] = response.json()
+        if operation["done"]:
+            return operation
+        assert time.monotonic() < deadline, f"operation not done in {timeout_s}s: {operation}"
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[Any]], timeout_s: float = 30, interval_s: float = 0.05
+) -> Any:
+    """Poll `check` until it returns something truthy; fail after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(interval_s)
+
+
+async def step_status(client: httpx.AsyncClient, op_id: str, step: str) -> str:
+    operation = (await client.get(f"/v1/operations/{op_id}")).json()
+    return next(s["status"] for s in operation["steps"] if s["name"] == step)  # type: ignore[no-any-return]
+
+
+async def events(client: httpx.AsyncClient, cluster_id: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    token = None
+    while True:
+        params: dict[str, Any] = {"page_size": 100}
+        if token:
+            params["page_token"] = token
+        page = (await client.get(f"/v1/clusters/{cluster_id}/events", params=params)).json()
+        items.extend(page["items"])
+        token = page["next_page_token"]
+        if not token:
+            return items
