@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import clusters, events, health, operations
+from app.api import clusters, events, health, metrics, operations
 from app.config import Settings, get_settings
 from app.context import build_context
 from app.errors import install_handlers
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     )
     install_handlers(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(clusters.router)
     app.include_router(operations.router)
     app.include_router(events.router)

@@ -8,10 +8,11 @@ from typing import Any
 from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.domain.plans import UNFINISHED
 from app.domain.states import ClusterState, allowed_actions
-from app.errors import Conflict, NotFound, OperationInProgress, PreconditionFailed
+from app.errors import BadRequest, Conflict, NotFound, OperationInProgress, PreconditionFailed
 from app.models import Cluster, DriverEffect, Operation, OperationStep
 from app.models.base import new_id, utcnow
 from app.schemas.clusters import ClusterCreate, ClusterOut, ClusterPatch
@@ -48,7 +49,7 @@ async def _needs_attention(session: AsyncSession, operation_ids: list[str]) -> s
     if not operation_ids:
         return set()
     rows = await session.scalars(
-        select(Operation.id).where(
+        select(col(Operation.id)).where(
             Operation.id.in_(operation_ids),  # type: ignore[attr-defined]
             Operation.needs_attention == True,  # type: ignore[arg-type]  # noqa: E712
         )
@@ -77,7 +78,12 @@ async def list_clusters(
     query = select(Cluster)
     after = decode_token(page_token, 2)
     if after is not None:
-        created = datetime.fromisoformat(str(after[0]))
+        try:
+            created = datetime.fromisoformat(str(after[0]))
+        except ValueError:
+            raise BadRequest("page_token is not a token this service issued") from None
+        if created.tzinfo is None:
+            raise BadRequest("page_token is not a token this service issued")
         query = query.where(
             or_(
                 Cluster.created_at > created,  # type: ignore[arg-type]
@@ -98,7 +104,7 @@ async def list_clusters(
 
 async def _unfinished_operation(session: AsyncSession, cluster_id: str) -> str | None:
     return await session.scalar(
-        select(Operation.id).where(
+        select(col(Operation.id)).where(
             Operation.cluster_id == cluster_id,  # type: ignore[arg-type]
             Operation.status.in_([s.value for s in UNFINISHED]),  # type: ignore[attr-defined]
         )
@@ -161,7 +167,7 @@ async def remove(session: AsyncSession, cluster_id: str, if_match: str | None) -
             current_state=cluster.state,
             allowed_actions=allowed_actions(cluster.state),
         )
-    op_ids = select(Operation.id).where(Operation.cluster_id == cluster_id)  # type: ignore[arg-type]
+    op_ids = select(col(Operation.id)).where(Operation.cluster_id == cluster_id)  # type: ignore[arg-type]
     await session.execute(delete(OperationStep).where(OperationStep.operation_id.in_(op_ids)))  # type: ignore[attr-defined]
     await session.execute(delete(DriverEffect).where(DriverEffect.cluster_id == cluster_id))  # type: ignore[arg-type]
     await session.execute(delete(Operation).where(Operation.cluster_id == cluster_id))  # type: ignore[arg-type]

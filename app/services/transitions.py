@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.domain.states import ClusterState, Trigger, next_state, serves_from_primary
 from app.models import Cluster, Event
@@ -28,7 +29,7 @@ async def emit_event(
         update(Cluster)
         .where(Cluster.id == cluster_id)  # type: ignore[arg-type]
         .values(event_seq=Cluster.event_seq + 1)
-        .returning(Cluster.event_seq)
+        .returning(col(Cluster.event_seq))
         .execution_options(synchronize_session=False)
     )
     sequence = result.scalar_one()
@@ -41,7 +42,7 @@ async def emit_event(
 async def current_state(session: AsyncSession, cluster_id: str) -> ClusterState:
     """The pair's state, with its row locked for the rest of the transaction."""
     state = await session.scalar(
-        select(Cluster.state).where(Cluster.id == cluster_id).with_for_update()  # type: ignore[arg-type]
+        select(col(Cluster.state)).where(Cluster.id == cluster_id).with_for_update()  # type: ignore[arg-type]
     )
     if state is None:
         raise LookupError(cluster_id)

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from sqlalchemy import delete, or_, select
+from sqlmodel import col
 
 from app.context import Context
 from app.db import unit_of_work
@@ -25,7 +26,7 @@ async def sweep_once(context: Context) -> list[str]:
     async with unit_of_work(context.sessions) as session:
         rows = (
             await session.execute(
-                select(Operation.id, Operation.lease_epoch).where(
+                select(col(Operation.id), col(Operation.lease_epoch)).where(
                     Operation.done == False,  # type: ignore[arg-type]  # noqa: E712
                     or_(
                         Operation.lease_owner == None,  # type: ignore[arg-type]  # noqa: E711
