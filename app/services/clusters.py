@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, or_, select
@@ -12,11 +11,11 @@ from sqlmodel import col
 
 from app.domain.plans import UNFINISHED
 from app.domain.states import ClusterState, allowed_actions
-from app.errors import BadRequest, Conflict, NotFound, OperationInProgress, PreconditionFailed
+from app.errors import Conflict, NotFound, OperationInProgress, PreconditionFailed
 from app.models import Cluster, DriverEffect, Operation, OperationStep
 from app.models.base import new_id, utcnow
 from app.schemas.clusters import ClusterCreate, ClusterOut, ClusterPatch
-from app.services.pagination import decode_token, encode_token
+from app.services.pagination import decode_time_key, encode_time_key
 
 
 async def get(session: AsyncSession, cluster_id: str) -> Cluster:
@@ -76,18 +75,13 @@ async def list_clusters(
     session: AsyncSession, page_size: int, page_token: str | None
 ) -> tuple[list[ClusterOut], str | None]:
     query = select(Cluster)
-    after = decode_token(page_token, 2)
+    after = decode_time_key(page_token)
     if after is not None:
-        try:
-            created = datetime.fromisoformat(str(after[0]))
-        except ValueError:
-            raise BadRequest("page_token is not a token this service issued") from None
-        if created.tzinfo is None:
-            raise BadRequest("page_token is not a token this service issued")
+        created, last_id = after
         query = query.where(
             or_(
                 Cluster.created_at > created,  # type: ignore[arg-type]
-                and_(Cluster.created_at == created, Cluster.id > str(after[1])),  # type: ignore[arg-type]
+                and_(Cluster.created_at == created, Cluster.id > last_id),  # type: ignore[arg-type]
             )
         )
     query = query.order_by(Cluster.created_at, Cluster.id).limit(page_size + 1)  # type: ignore[arg-type]
@@ -98,7 +92,7 @@ async def list_clusters(
         session, [c.last_operation_id for c in rows if c.last_operation_id]
     )
     items = [_render(c, c.last_operation_id in flagged) for c in rows]
-    token = encode_token([rows[-1].created_at.isoformat(), rows[-1].id]) if more else None
+    token = encode_time_key(rows[-1].created_at, rows[-1].id) if more else None
     return items, token
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime
 from typing import Any
 
 from app.errors import BadRequest
@@ -21,7 +22,38 @@ def decode_token(token: str | None, arity: int) -> list[Any] | None:
         padded = token + "=" * (-len(token) % 4)
         key = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, UnicodeDecodeError):
-        raise BadRequest("page_token is not a token this service issued") from None
+        raise _refuse() from None
     if not isinstance(key, list) or len(key) != arity:
-        raise BadRequest("page_token is not a token this service issued")
+        raise _refuse()
     return key
+
+
+def _refuse() -> BadRequest:
+    return BadRequest("page_token is not a token this service issued")
+
+
+def decode_time_key(token: str | None) -> tuple[datetime, str] | None:
+    """A (created_at, id) cursor, checked: any other content is a 400, never a 500."""
+    key = decode_token(token, 2)
+    if key is None:
+        return None
+    try:
+        created = datetime.fromisoformat(str(key[0]))
+    except ValueError:
+        raise _refuse() from None
+    if created.tzinfo is None or not isinstance(key[1], str):
+        raise _refuse()
+    return created, key[1]
+
+
+def encode_time_key(created: datetime, item_id: str) -> str:
+    return encode_token([created.isoformat(), item_id])
+
+
+def decode_int_key(token: str | None) -> int | None:
+    key = decode_token(token, 1)
+    if key is None:
+        return None
+    if not isinstance(key[0], int) or isinstance(key[0], bool):
+        raise _refuse()
+    return key[0]
