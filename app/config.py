@@ -32,6 +32,22 @@ class Settings(BaseSettings):
     max_page_size: int = 100
     log_level: str = "info"
 
+    # Webhooks. Seconds between attempts, as data: about 5 s, 30 s, 2 min, 10 min,
+    # 30 min, 1 h, 3 h, 6 h; each delay is spread by +-jitter.
+    webhook_retry_schedule_s: list[float] = Field(
+        default=[5, 30, 120, 600, 1800, 3600, 10800, 21600], min_length=1
+    )
+    webhook_retry_jitter: float = Field(default=0.2, ge=0, le=1)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    # Retry-After is obeyed within these bounds.
+    webhook_retry_after_min_s: float = 1.0
+    webhook_retry_after_max_s: float = 3600.0
+    # An endpoint whose attempts have all failed for this long is disabled.
+    webhook_disable_after_s: float = Field(default=3 * 24 * 3600, gt=0)
+    webhook_secret_overlap_s: float = 24 * 3600
+    pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
+    dispatcher_lease_ttl_s: float = Field(default=6.0, gt=0.5)
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, value: str | None) -> str | None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import httpx
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db import create_engine, session_factory
-from app.services.notify import OperationWatcher
+from app.services.notify import Notifier
 from app.services.queue import enqueue_run
 
 
@@ -20,13 +21,15 @@ class Context:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     redis: ArqRedis
-    watcher: OperationWatcher
+    notifier: Notifier
+    http: httpx.AsyncClient
 
     async def enqueue(self, operation_id: str, lease_epoch: int) -> None:
         await enqueue_run(self.redis, self.settings.queue_name, operation_id, lease_epoch)
 
     async def close(self) -> None:
-        await self.watcher.stop()
+        await self.notifier.stop()
+        await self.http.aclose()
         await self.redis.aclose()
         await self.engine.dispose()
 
@@ -43,7 +46,9 @@ async def build_context(settings: Settings) -> Context:
     return Context(
         settings=settings,
         engine=engine,
-        sessions=session_factory(engine),
+        # Sessions carry Redis so that a commit which appends events can announce it.
+        sessions=session_factory(engine, info={"redis": redis}),
         redis=redis,
-        watcher=OperationWatcher(redis),
+        notifier=Notifier(redis),
+        http=httpx.AsyncClient(follow_redirects=False, limits=httpx.Limits(max_connections=200)),
     )

@@ -27,7 +27,9 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://tandem.dev/problems/"
@@ -141,6 +143,16 @@ def _validation_problem(exc: RequestValidationError) -> Problem:
 _STATUS_CODES = {400: BadRequest, 404: NotFound, 409: Conflict, 412: PreconditionFailed}
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route on the request's path accepts."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(_request: Request, exc: Problem) -> JSONResponse:
@@ -153,7 +165,7 @@ def install_handlers(app: FastAPI) -> None:
         return problem_response(_validation_problem(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         cls = _STATUS_CODES.get(exc.status_code)
         if cls is not None:
             problem: Problem = cls(str(exc.detail))
@@ -162,7 +174,11 @@ def install_handlers(app: FastAPI) -> None:
             problem.status = exc.status_code
             problem.code = "http_" + str(exc.status_code)
             problem.title = str(exc.detail)
-        return problem_response(problem, headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Starlette's Allow names only the first route on the path; RFC 9110 wants all.
+            headers["Allow"] = _allowed_methods(request)
+        return problem_response(problem, headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import clusters, events, health, metrics, operations
+from app.api import clusters, events, feed, health, metrics, operations, webhooks
 from app.config import Settings, get_settings
 from app.context import build_context
 from app.errors import install_handlers
@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         context = await build_context(settings)
-        context.watcher.start()
+        context.notifier.start()
         app.state.context = context
         worker_task = None
         if run_worker:
@@ -63,6 +63,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.include_router(clusters.router)
     app.include_router(operations.router)
     app.include_router(events.router)
+    app.include_router(feed.router)
+    app.include_router(webhooks.router)
     _register_problem_schema(app)
     return app
 

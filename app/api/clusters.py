@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Response
 
-from app.api.deps import PageSize, PageToken, SessionDep
+from app.api.deps import ClusterId, PageSize, PageToken, SessionDep
 from app.schemas.clusters import ClusterCreate, ClusterOut, ClusterPatch
 from app.schemas.common import Page
 from app.schemas.problems import problems
@@ -51,7 +51,7 @@ async def list_clusters(
     summary="Get a DR pair",
     responses=problems(404, 422),
 )
-async def get_cluster(cluster_id: str, session: SessionDep, response: Response) -> ClusterOut:
+async def get_cluster(cluster_id: ClusterId, session: SessionDep, response: Response) -> ClusterOut:
     cluster = await service.get(session, cluster_id)
     return _etag(response, await service.render(session, cluster))
 
@@ -63,7 +63,7 @@ async def get_cluster(cluster_id: str, session: SessionDep, response: Response) 
     responses=problems(400, 404, 409, 412, 422),
 )
 async def patch_cluster(
-    cluster_id: str,
+    cluster_id: ClusterId,
     body: ClusterPatch,
     session: SessionDep,
     response: Response,
@@ -80,7 +80,7 @@ async def patch_cluster(
     responses=problems(404, 409, 412, 422),
 )
 async def delete_cluster(
-    cluster_id: str, session: SessionDep, if_match: IfMatch = None
+    cluster_id: ClusterId, session: SessionDep, if_match: IfMatch = None
 ) -> Response:
     await service.remove(session, cluster_id, if_match)
     return Response(status_code=204)

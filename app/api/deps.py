@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.context import Context
 from app.db import unit_of_work
+from app.schemas.common import NO_NUL
 
 
 def get_context(request: Request) -> Context:
@@ -32,3 +33,5 @@ PageSize = Annotated[int, Query(ge=1, le=100, description="Items per page (1-100
 PageToken = Annotated[
     str | None, Query(max_length=500, description="next_page_token of the previous page.")
 ]
+ClusterId = Annotated[str, Path(pattern=NO_NUL, description="The DR pair's id.")]
+OperationId = Annotated[str, Path(pattern=NO_NUL, description="The operation's id.")]

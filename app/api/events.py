@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import PageSize, PageToken, SessionDep
+from app.api.deps import ClusterId, PageSize, PageToken, SessionDep
 from app.schemas.common import Page
 from app.schemas.events import EventOut
 from app.schemas.problems import problems
@@ -19,7 +19,10 @@ router = APIRouter(tags=["events"])
     responses=problems(400, 404, 422),
 )
 async def list_cluster_events(
-    cluster_id: str, session: SessionDep, page_size: PageSize = 50, page_token: PageToken = None
+    cluster_id: ClusterId,
+    session: SessionDep,
+    page_size: PageSize = 50,
+    page_token: PageToken = None,
 ) -> Page[EventOut]:
     await cluster_service.get(session, cluster_id)
     items, token = await service.list_for_cluster(session, cluster_id, page_size, page_token)

@@ -8,6 +8,7 @@ from sqlalchemy import text
 from app.api.deps import ContextDep
 from app.errors import PROBLEM_JSON, TYPE_BASE
 from app.migrations import current_revision, head_revision
+from app.schemas.problems import problems
 
 router = APIRouter(tags=["health"])
 
@@ -33,7 +34,7 @@ async def healthz() -> Health:
     "/readyz",
     response_model=Readiness,
     summary="Database and Redis reachable, schema at the latest migration",
-    responses={503: {"description": "Not ready", "content": {PROBLEM_JSON: {}}}},
+    responses=problems(503),
 )
 async def readyz(context: ContextDep) -> Readiness | JSONResponse:
     database = redis = "ok"

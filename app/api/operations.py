@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.api.deps import ContextDep, PageSize, PageToken, SessionDep
+from app.api.deps import ClusterId, ContextDep, OperationId, PageSize, PageToken, SessionDep
 from app.db import unit_of_work
 from app.domain.plans import OperationKind
-from app.schemas.common import Page
+from app.schemas.common import NO_NUL, Page
 from app.schemas.operations import (
     KindName,
     OperationOut,
@@ -71,7 +71,7 @@ _START_DOC = {
     **_START_DOC,  # type: ignore[arg-type]
 )
 async def failover(
-    cluster_id: str,
+    cluster_id: ClusterId,
     request: Request,
     context: ContextDep,
     body: OperationRequest | None = None,
@@ -86,7 +86,7 @@ async def failover(
     **_START_DOC,  # type: ignore[arg-type]
 )
 async def failback(
-    cluster_id: str,
+    cluster_id: ClusterId,
     request: Request,
     context: ContextDep,
     body: OperationRequest | None = None,
@@ -102,12 +102,12 @@ async def failback(
     responses=problems(404, 422),
 )
 async def get_operation(
-    operation_id: str,
+    operation_id: OperationId,
     context: ContextDep,
     wait: Annotated[int, Query(ge=0, le=60, description="Seconds to wait for done")] = 0,
 ) -> OperationOut:
     deadline = time.monotonic() + wait
-    with context.watcher.watch(operation_id) as changed:
+    with context.notifier.watch(operation_id) as changed:
         while True:
             changed.clear()
             async with unit_of_work(context.sessions) as session:
@@ -127,7 +127,7 @@ async def get_operation(
 )
 async def list_operations(
     session: SessionDep,
-    cluster_id: Annotated[str | None, Query(max_length=40)] = None,
+    cluster_id: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
     status: OperationStatusName | None = None,
     kind: KindName | None = None,
     page_size: PageSize = 50,
@@ -152,7 +152,7 @@ async def list_operations(
     responses=problems(404, 409, 422),
 )
 async def cancel_operation(
-    operation_id: str, session: SessionDep, context: ContextDep, response: Response
+    operation_id: OperationId, session: SessionDep, context: ContextDep, response: Response
 ) -> OperationOut:
     operation = await service.cancel(session, context.enqueue, operation_id)
     response.headers["Location"] = f"/v1/operations/{operation.id}"
@@ -167,7 +167,7 @@ async def cancel_operation(
     responses=problems(404, 409, 422),
 )
 async def retry_operation(
-    operation_id: str, session: SessionDep, context: ContextDep, response: Response
+    operation_id: OperationId, session: SessionDep, context: ContextDep, response: Response
 ) -> OperationOut:
     operation = await service.retry(session, context.enqueue, operation_id)
     response.headers["Location"] = f"/v1/operations/{operation.id}"

@@ -1,9 +1,23 @@
 """SQLModel tables. Importing this package registers every table on SQLModel.metadata."""
 
 from app.models.cluster import Cluster
+from app.models.coordination import Counter, Lease
 from app.models.driver_effect import DriverEffect
 from app.models.event import Event
 from app.models.idempotency import IdempotencyRecord
 from app.models.operation import Operation, OperationStep
+from app.models.webhook import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
-__all__ = ["Cluster", "DriverEffect", "Event", "IdempotencyRecord", "Operation", "OperationStep"]
+__all__ = [
+    "Cluster",
+    "Counter",
+    "DriverEffect",
+    "Event",
+    "IdempotencyRecord",
+    "Lease",
+    "Operation",
+    "OperationStep",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+]

@@ -6,6 +6,10 @@ from pydantic import BaseModel, ConfigDict
 
 T = TypeVar("T")
 
+# PostgreSQL text cannot hold NUL (0x00): a string input with one is invalid (422), never a
+# database error (500).
+NO_NUL = r"^[^\x00]*$"
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -12,6 +12,6 @@ class EventOut(Strict):
     id: str
     type: str
     created_at: datetime
-    cluster_id: str
+    cluster_id: str | None
     sequence: int
     data: dict[str, Any]

@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
-from app.schemas.common import Strict
+from app.schemas.common import NO_NUL, Strict
 
 ModeName = Literal["planned", "forced"]
 OperationStatusName = Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]
@@ -15,7 +15,7 @@ KindName = Literal["failover", "failback"]
 
 class OperationRequest(Strict):
     mode: ModeName = "planned"
-    reason: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    reason: Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)] | None = None
     accept_data_loss: bool = False
 
     @model_validator(mode="after")

@@ -1,30 +1,132 @@
-"""Reading the transition log."""
+"""The event log: appending events (with their webhook deliveries) and reading them."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+import contextlib
+from typing import Any
 
-from app.models import Event
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from app.db import after_commit
+from app.models import Cluster, Counter, Event
+from app.models.base import new_id
 from app.schemas.events import EventOut
+from app.services.fanout import create_deliveries
+from app.services.notify import EVENTS_CHANNEL
 from app.services.pagination import decode_int_key, encode_token
+
+# Set on a session whose commit should wake the webhook dispatcher and live streams.
+_PUBLISH_FLAG = "tandem_publish_events"
+
+
+async def _next(session: AsyncSession, statement: Any) -> int:
+    return int((await session.execute(statement)).scalar_one())
+
+
+async def emit_event(
+    session: AsyncSession, cluster_id: str | None, type_: str, data: dict[str, Any]
+) -> Event:
+    """Append an event in the caller's transaction, with its webhook deliveries.
+
+    The pair's `event_seq` and the global `events` counter are incremented in place:
+    each locks its row until commit, so numbers are handed out in commit order, without
+    gaps, and a rolled-back transaction gives its numbers back.
+    """
+    sequence = 0
+    if cluster_id is not None:
+        sequence = await _next(
+            session,
+            update(Cluster)
+            .where(col(Cluster.id) == cluster_id)
+            .values(event_seq=Cluster.event_seq + 1)
+            .returning(col(Cluster.event_seq))
+            .execution_options(synchronize_session=False),
+        )
+    position = await _next(
+        session,
+        update(Counter)
+        .where(col(Counter.name) == "events")
+        .values(value=Counter.value + 1)
+        .returning(col(Counter.value))
+        .execution_options(synchronize_session=False),
+    )
+    event = Event(
+        id=new_id("evt"),
+        cluster_id=cluster_id,
+        sequence=sequence,
+        position=position,
+        type=type_,
+        data=data,
+    )
+    session.add(event)
+    await create_deliveries(session, event)
+    await session.flush()
+    _publish_after_commit(session)
+    return event
+
+
+def _publish_after_commit(session: AsyncSession) -> None:
+    redis = session.info.get("redis")
+    if redis is None or session.info.get(_PUBLISH_FLAG):
+        return
+    session.info[_PUBLISH_FLAG] = True
+
+    async def publish() -> None:
+        session.info.pop(_PUBLISH_FLAG, None)
+        # Readers also poll; a lost wake-up costs latency only.
+        with contextlib.suppress(Exception):
+            await redis.publish(EVENTS_CHANNEL, "committed")
+
+    after_commit(session, publish)
 
 
 def render(event: Event) -> EventOut:
-    return EventOut.model_validate(event.model_dump())
+    return EventOut(
+        id=event.id,
+        type=event.type,
+        created_at=event.created_at,
+        cluster_id=event.cluster_id,
+        sequence=event.sequence,
+        data=event.data,
+    )
 
 
 async def list_for_cluster(
     session: AsyncSession, cluster_id: str, page_size: int, page_token: str | None
 ) -> tuple[list[EventOut], str | None]:
     after = decode_int_key(page_token)
-    query = select(Event).where(Event.cluster_id == cluster_id)  # type: ignore[arg-type]
+    query = select(Event).where(col(Event.cluster_id) == cluster_id)
     if after is not None:
-        query = query.where(Event.sequence > after)  # type: ignore[arg-type]
-    rows = list(
-        await session.scalars(query.order_by(Event.sequence).limit(page_size + 1))  # type: ignore[arg-type]
-    )
+        query = query.where(col(Event.sequence) > after)
+    rows = list(await session.scalars(query.order_by(col(Event.sequence)).limit(page_size + 1)))
     more = len(rows) > page_size
     rows = rows[:page_size]
     token = encode_token([rows[-1].sequence]) if more else None
     return [render(e) for e in rows], token
+
+
+async def after_position(
+    session: AsyncSession, position: int, limit: int, cluster_id: str | None = None
+) -> list[Event]:
+    """Events past a global position, in order: the feed and the live stream."""
+    query = select(Event).where(col(Event.position) > position)
+    if cluster_id is not None:
+        query = query.where(col(Event.cluster_id) == cluster_id)
+    return list(await session.scalars(query.order_by(col(Event.position)).limit(limit)))
+
+
+async def list_global(
+    session: AsyncSession, cluster_id: str | None, page_size: int, page_token: str | None
+) -> tuple[list[tuple[int, EventOut]], str | None]:
+    after = decode_int_key(page_token) or 0
+    rows = await after_position(session, after, page_size, cluster_id)
+    # A feed always hands back a cursor, so a poller can ask again for what comes next.
+    token = encode_token([rows[-1].position if rows else after])
+    return [(e.position, render(e)) for e in rows], token
+
+
+async def latest_position(session: AsyncSession) -> int:
+    value = await session.scalar(select(col(Counter.value)).where(col(Counter.name) == "events"))
+    return int(value or 0)

@@ -308,7 +308,12 @@ class Executor:
                 session,
                 operation.cluster_id,
                 "operation.failed",
-                {"operation_id": operation.id, "step": ctx.step, "needs_attention": True},
+                {
+                    "operation_id": operation.id,
+                    "kind": operation.kind,
+                    "step": ctx.step,
+                    "needs_attention": True,
+                },
             )
         await self._changed(operation_id)
         return False
@@ -373,7 +378,7 @@ class Executor:
                 session,
                 operation.cluster_id,
                 "operation.failed" if failed else "operation.cancelled",
-                {"operation_id": operation.id, "rolled_back": True},
+                {"operation_id": operation.id, "kind": operation.kind, "rolled_back": True},
             )
         await self._changed(operation_id)
 

@@ -1,8 +1,9 @@
-"""Wake `GET /v1/operations/{op}?wait=N` callers when their operation changes.
+"""Wake-ups across processes, through Redis pub/sub.
 
-Workers publish the operation id on a Redis channel after each commit; each API process
-keeps one pattern subscription and sets the matching waiters' events. Waiters also
-re-read the database every second, so a lost message only costs latency.
+Workers publish an operation's id after each commit that changes it, and any commit
+that appends events publishes on the events channel. Each process keeps one
+subscription and sets the matching waiters' asyncio events. Waiters re-read the
+database on a timer too, so a lost message only costs latency.
 """
 
 from __future__ import annotations
@@ -11,19 +12,24 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Iterator
 
 from redis.asyncio import Redis
 
 log = logging.getLogger("tandem.notify")
 
-CHANNEL_PREFIX = "tandem:operation:"
+OPERATION_PREFIX = "tandem:operation:"
+EVENTS_CHANNEL = "tandem:events"
+EVENTS = "events"
 
 
 async def publish(redis: Redis, operation_id: str) -> None:
-    await redis.publish(CHANNEL_PREFIX + operation_id, "changed")
+    await redis.publish(OPERATION_PREFIX + operation_id, "changed")
 
 
-class OperationWatcher:
+class Notifier:
+    """Keys: an operation id, or EVENTS for "new events were committed"."""
+
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
@@ -40,33 +46,46 @@ class OperationWatcher:
                 await self._task
             self._task = None
 
+    def _wake(self, key: str) -> None:
+        for event in self._waiters.get(key, ()):
+            event.set()
+
     async def _listen(self) -> None:
         while True:
             try:
                 pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-                await pubsub.psubscribe(CHANNEL_PREFIX + "*")
+                await pubsub.psubscribe(OPERATION_PREFIX + "*")
+                await pubsub.subscribe(EVENTS_CHANNEL)
                 async for message in pubsub.listen():
                     channel = message.get("channel")
                     if isinstance(channel, bytes):
                         channel = channel.decode()
-                    if isinstance(channel, str):
-                        for event in self._waiters.get(channel[len(CHANNEL_PREFIX) :], ()):
-                            event.set()
+                    if channel == EVENTS_CHANNEL:
+                        self._wake(EVENTS)
+                    elif isinstance(channel, str) and channel.startswith(OPERATION_PREFIX):
+                        self._wake(channel[len(OPERATION_PREFIX) :])
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.warning("operation watcher lost Redis; retrying", exc_info=True)
+                log.warning("notifier lost Redis; resubscribing", exc_info=True)
                 await asyncio.sleep(1)
 
     @contextlib.contextmanager
-    def watch(self, operation_id: str):  # type: ignore[no-untyped-def]
+    def watch(self, key: str) -> Iterator[asyncio.Event]:
         event = asyncio.Event()
-        self._waiters[operation_id].add(event)
+        self._waiters[key].add(event)
         try:
             yield event
         finally:
-            waiters = self._waiters.get(operation_id)
+            waiters = self._waiters.get(key)
             if waiters is not None:
                 waiters.discard(event)
                 if not waiters:
-                    del self._waiters[operation_id]
+                    del self._waiters[key]
+
+
+async def wait(event: asyncio.Event, timeout_s: float) -> None:
+    """Until `event` is set or `timeout_s` passes; clears it for the next round."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout=timeout_s)
+    event.clear()

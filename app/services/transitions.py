@@ -6,37 +6,14 @@ together or not at all (the transactional outbox of DESIGN.md section 4).
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.domain.states import ClusterState, Trigger, next_state, serves_from_primary
 from app.models import Cluster, Event
-from app.models.base import new_id, utcnow
-
-
-async def emit_event(
-    session: AsyncSession, cluster_id: str, type_: str, data: dict[str, Any]
-) -> Event:
-    """Append an event with the pair's next gap-free sequence number.
-
-    The increment locks the pair's row until commit, so sequence numbers are handed
-    out in commit order and a rolled-back transaction gives its number back.
-    """
-    result = await session.execute(
-        update(Cluster)
-        .where(Cluster.id == cluster_id)  # type: ignore[arg-type]
-        .values(event_seq=Cluster.event_seq + 1)
-        .returning(col(Cluster.event_seq))
-        .execution_options(synchronize_session=False)
-    )
-    sequence = result.scalar_one()
-    event = Event(id=new_id("evt"), cluster_id=cluster_id, sequence=sequence, type=type_, data=data)
-    session.add(event)
-    await session.flush()
-    return event
+from app.models.base import utcnow
+from app.services.events import emit_event
 
 
 async def current_state(session: AsyncSession, cluster_id: str) -> ClusterState:

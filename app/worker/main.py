@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -15,6 +17,7 @@ from app.config import Settings
 from app.context import build_context, redis_settings
 from app.drivers import driver_for
 from app.migrations import current_revision, head_revision
+from app.services.dispatcher import Dispatcher
 from app.services.executor import Executor
 from app.services.notify import publish
 from app.worker.run_operation import run_operation
@@ -49,10 +52,17 @@ async def startup(ctx: dict[str, Any]) -> None:
         lease_ttl_s=settings.lease_ttl_s,
         notify=notify,
     )
+    dispatcher = Dispatcher(context.sessions, context.http, settings, owner)
+    ctx["dispatcher_task"] = asyncio.create_task(dispatcher.run_forever())
     log.info("worker %s started on queue %s", owner, settings.queue_name)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    task = ctx.get("dispatcher_task")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
     context = ctx.get("context")
     if context is not None:
         await context.close()

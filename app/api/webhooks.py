@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response
+
+from app.api.deps import ContextDep, PageSize, PageToken, SessionDep
+from app.schemas.common import Page
+from app.schemas.problems import problems
+from app.schemas.webhooks import DeliveryOut, PingResult, WebhookCreate, WebhookOut, WebhookPatch
+from app.services import webhooks as service
+
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=WebhookOut,
+    summary="Register a webhook endpoint; the response shows its secret, this once",
+    responses=problems(400, 422),
+)
+async def create_webhook(
+    body: WebhookCreate, session: SessionDep, context: ContextDep, response: Response
+) -> WebhookOut:
+    endpoint = await service.create(session, body, context.settings)
+    response.headers["Location"] = f"/v1/webhooks/{endpoint.id}"
+    return service.render(endpoint, reveal=True)
+
+
+@router.get(
+    "",
+    response_model=Page[WebhookOut],
+    summary="List webhook endpoints",
+    responses=problems(400, 422),
+)
+async def list_webhooks(
+    session: SessionDep, page_size: PageSize = 50, page_token: PageToken = None
+) -> Page[WebhookOut]:
+    items, token = await service.list_endpoints(session, page_size, page_token)
+    return Page[WebhookOut](items=items, next_page_token=token)
+
+
+@router.get(
+    "/{webhook_id}",
+    response_model=WebhookOut,
+    summary="Get a webhook endpoint (secret masked)",
+    responses=problems(404, 422),
+)
+async def get_webhook(webhook_id: str, session: SessionDep) -> WebhookOut:
+    return service.render(await service.get(session, webhook_id))
+
+
+@router.patch(
+    "/{webhook_id}",
+    response_model=WebhookOut,
+    summary="Change a webhook endpoint; `enabled: true` re-enables a disabled one",
+    responses=problems(400, 404, 422),
+)
+async def patch_webhook(
+    webhook_id: str, body: WebhookPatch, session: SessionDep, context: ContextDep
+) -> WebhookOut:
+    return service.render(await service.update(session, webhook_id, body, context.settings))
+
+
+@router.delete(
+    "/{webhook_id}",
+    status_code=204,
+    summary="Delete a webhook endpoint and its delivery log",
+    responses=problems(404, 422),
+)
+async def delete_webhook(webhook_id: str, session: SessionDep) -> Response:
+    await service.remove(session, webhook_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{webhook_id}/rotate-secret",
+    response_model=WebhookOut,
+    summary="New secret (shown this once); the old one keeps signing for 24 h",
+    responses=problems(404, 422),
+)
+async def rotate_secret(webhook_id: str, session: SessionDep, context: ContextDep) -> WebhookOut:
+    endpoint = await service.rotate_secret(session, webhook_id, context.settings)
+    return service.render(endpoint, reveal=True)
+
+
+@router.post(
+    "/{webhook_id}/test",
+    response_model=PingResult,
+    summary="Send a signed webhook.ping now and report the receiver's answer",
+    responses=problems(404, 422),
+)
+async def test_webhook(webhook_id: str, session: SessionDep, context: ContextDep) -> PingResult:
+    return await service.ping(session, webhook_id, context.http, context.settings)
+
+
+@router.get(
+    "/{webhook_id}/deliveries",
+    response_model=Page[DeliveryOut],
+    summary="Deliveries to this endpoint, newest first, each with its attempts",
+    responses=problems(400, 404, 422),
+)
+async def list_deliveries(
+    webhook_id: str,
+    session: SessionDep,
+    status: Annotated[Literal["pending", "succeeded", "failed"] | None, Query()] = None,
+    page_size: PageSize = 50,
+    page_token: PageToken = None,
+) -> Page[DeliveryOut]:
+    items, token = await service.list_deliveries(session, webhook_id, status, page_size, page_token)
+    return Page[DeliveryOut](items=items, next_page_token=token)
+
+
+@router.get(
+    "/{webhook_id}/deliveries/{delivery_id}",
+    response_model=DeliveryOut,
+    summary="One delivery and its attempts",
+    responses=problems(404, 422),
+)
+async def get_delivery(webhook_id: str, delivery_id: str, session: SessionDep) -> DeliveryOut:
+    return await service.get_delivery(session, webhook_id, delivery_id)
+
+
+@router.post(
+    "/{webhook_id}/deliveries/{delivery_id}/redeliver",
+    status_code=202,
+    response_model=DeliveryOut,
+    summary="Send the delivery's event again (same webhook-id, new schedule)",
+    responses=problems(404, 409, 422),
+)
+async def redeliver(webhook_id: str, delivery_id: str, session: SessionDep) -> DeliveryOut:
+    return await service.redeliver(session, webhook_id, delivery_id)

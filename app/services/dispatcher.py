@@ -1,0 +1,349 @@
+"""Webhook delivery: from committed delivery rows to receivers, at least once.
+
+One worker at a time holds the `webhook-dispatcher` lease (renewed like an operation's;
+taken over when its holder dies). It sends each endpoint's deliveries for a pair in
+event order, one lane per (endpoint, pair), lanes concurrently, so a slow or dead
+receiver holds up only its own lane and never an operation. Every attempt is a row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+
+import httpx
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
+
+from app.config import Settings
+from app.db import unit_of_work
+from app.models import Event, Lease, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from app.models.base import new_id, utcnow
+from app.services import pagerduty, signing, urlguard
+from app.services.events import emit_event, render
+
+log = logging.getLogger("tandem.dispatcher")
+
+LEASE_NAME = "webhook-dispatcher"
+Lane = tuple[str, str | None]
+
+
+@dataclass(frozen=True)
+class Request:
+    url: str
+    body: str
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+    retry_after_s: float | None
+    excerpt: str | None
+    permanent: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def standard_body(event: Event) -> str:
+    return json.dumps(render(event).model_dump(mode="json"), separators=(",", ":"))
+
+
+def build_request(
+    endpoint: WebhookEndpoint, event: Event, at: datetime, settings: Settings
+) -> Request | None:
+    if endpoint.kind == "pagerduty":
+        payload = pagerduty.body(event, endpoint.routing_key or "")
+        if payload is None:
+            return None
+        body = json.dumps(payload, separators=(",", ":"))
+    else:
+        body = standard_body(event)
+    secrets = [endpoint.secret]
+    if endpoint.previous_secret and (
+        endpoint.previous_secret_expires_at is None or endpoint.previous_secret_expires_at > at
+    ):
+        secrets.append(endpoint.previous_secret)
+    return Request(endpoint.url, body, signing.headers(event.id, at, body, secrets))
+
+
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max((when - now).total_seconds(), 0.0)
+
+
+def next_delay(attempts: int, retry_after_s: float | None, settings: Settings) -> float | None:
+    """Seconds until the next attempt after `attempts` failed ones; None: give up."""
+    schedule = settings.webhook_retry_schedule_s
+    if attempts > len(schedule):
+        return None
+    if retry_after_s is not None:
+        return min(
+            max(retry_after_s, settings.webhook_retry_after_min_s),
+            settings.webhook_retry_after_max_s,
+        )
+    base = schedule[attempts - 1]
+    spread = settings.webhook_retry_jitter
+    return base * random.uniform(1 - spread, 1 + spread)
+
+
+async def send(http: httpx.AsyncClient, request: Request, settings: Settings) -> Outcome:
+    started = time.perf_counter()
+
+    def elapsed() -> int:
+        return int((time.perf_counter() - started) * 1000)
+
+    try:
+        await urlguard.check(request.url, settings.webhook_allow_private)
+    except urlguard.UnsafeURL as exc:
+        return Outcome(None, f"refused: {exc}", elapsed(), None, None, permanent=True)
+    try:
+        response = await http.post(
+            request.url,
+            content=request.body.encode(),
+            headers=request.headers,
+            timeout=settings.webhook_timeout_s,
+        )
+    except httpx.HTTPError as exc:
+        return Outcome(None, f"{type(exc).__name__}: {exc}"[:1000], elapsed(), None, None)
+    return Outcome(
+        response.status_code,
+        None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}",
+        elapsed(),
+        retry_after_seconds(response.headers.get("retry-after"), utcnow()),
+        response.text[:500] if response.text else None,
+    )
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        http: httpx.AsyncClient,
+        settings: Settings,
+        owner: str,
+    ) -> None:
+        self._sessions = sessions
+        self._http = http
+        self._settings = settings
+        self._owner = owner
+        self._lanes: dict[Lane, asyncio.Task[None]] = {}
+        self.wake = asyncio.Event()
+
+    # -- leadership ----------------------------------------------------------
+
+    async def hold_lease(self) -> bool:
+        now = utcnow()
+        ttl = timedelta(seconds=self._settings.dispatcher_lease_ttl_s)
+        async with unit_of_work(self._sessions) as session:
+            result = await session.execute(
+                update(Lease)
+                .where(
+                    col(Lease.name) == LEASE_NAME,
+                    or_(
+                        col(Lease.owner) == self._owner,
+                        col(Lease.owner).is_(None),
+                        col(Lease.expires_at) < now,
+                    ),
+                )
+                .values(owner=self._owner, expires_at=now + ttl)
+                .execution_options(synchronize_session=False)
+            )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    async def release_lease(self) -> None:
+        async with unit_of_work(self._sessions) as session:
+            await session.execute(
+                update(Lease)
+                .where(col(Lease.name) == LEASE_NAME, col(Lease.owner) == self._owner)
+                .values(owner=None, expires_at=None)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def run_forever(self) -> None:
+        renew_every = self._settings.dispatcher_lease_ttl_s / 3
+        leader, renewed = False, 0.0
+        try:
+            while True:
+                try:
+                    if not leader or time.monotonic() - renewed > renew_every:
+                        leader = await self.hold_lease()
+                        renewed = time.monotonic()
+                    if leader:
+                        await self.tick()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("dispatcher round failed")
+                    leader = False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self.wake.wait(), timeout=0.25 if leader else renew_every
+                    )
+                self.wake.clear()
+        finally:
+            for task in self._lanes.values():
+                task.cancel()
+            if leader:
+                with contextlib.suppress(Exception):
+                    await self.release_lease()
+
+    # -- sending -------------------------------------------------------------
+
+    async def tick(self) -> int:
+        """Start a lane for every (endpoint, pair) with deliveries due and no lane yet."""
+        async with unit_of_work(self._sessions) as session:
+            rows = (
+                await session.execute(
+                    select(
+                        col(WebhookDelivery.id),
+                        col(WebhookDelivery.endpoint_id),
+                        col(WebhookDelivery.cluster_id),
+                    )
+                    .where(
+                        col(WebhookDelivery.status) == "pending",
+                        col(WebhookDelivery.next_attempt_at) <= utcnow(),
+                    )
+                    .order_by(col(WebhookDelivery.position))
+                    .limit(1000)
+                )
+            ).all()
+        lanes: dict[Lane, list[str]] = defaultdict(list)
+        for delivery_id, endpoint_id, cluster_id in rows:
+            lanes[(endpoint_id, cluster_id)].append(delivery_id)
+        started = 0
+        for lane, ids in lanes.items():
+            if lane in self._lanes:
+                continue
+            self._lanes[lane] = asyncio.create_task(self._run_lane(lane, ids))
+            started += 1
+        return started
+
+    async def _run_lane(self, lane: Lane, delivery_ids: list[str]) -> None:
+        try:
+            for delivery_id in delivery_ids:
+                if not await self.attempt(delivery_id):
+                    break  # the rest are tried on the next round, on their own schedule
+        except Exception:
+            log.exception("lane %s failed", lane)
+        finally:
+            self._lanes.pop(lane, None)
+            self.wake.set()
+
+    async def attempt(self, delivery_id: str) -> bool:
+        """One attempt at one delivery. True when it is settled (sent, or given up)."""
+        async with unit_of_work(self._sessions) as session:
+            delivery = await session.get(WebhookDelivery, delivery_id, populate_existing=True)
+            if delivery is None or delivery.status != "pending":
+                return True
+            endpoint = await session.get(WebhookEndpoint, delivery.endpoint_id)
+            event = await session.get(Event, delivery.event_id)
+            if endpoint is None or event is None or not endpoint.enabled:
+                delivery.status = "failed"
+                delivery.last_error = "endpoint disabled or deleted"
+                delivery.updated_at = utcnow()
+                return True
+            request = build_request(endpoint, event, utcnow(), self._settings)
+            prior_attempts = delivery.attempts
+            if request is None:
+                delivery.status = "succeeded"
+                delivery.last_error = "nothing to send for this endpoint kind"
+                return True
+
+        outcome = await send(self._http, request, self._settings)
+        return await self.record(delivery_id, prior_attempts, outcome)
+
+    async def record(self, delivery_id: str, prior_attempts: int, outcome: Outcome) -> bool:
+        now = utcnow()
+        async with unit_of_work(self._sessions) as session:
+            delivery = await session.get(
+                WebhookDelivery, delivery_id, populate_existing=True, with_for_update=True
+            )
+            if delivery is None or delivery.status != "pending":
+                return True
+            if delivery.attempts != prior_attempts:
+                return True  # another dispatcher recorded this attempt already
+            endpoint = await session.get(
+                WebhookEndpoint, delivery.endpoint_id, populate_existing=True
+            )
+            assert endpoint is not None
+            delivery.attempts += 1
+            delivery.last_status_code = outcome.status_code
+            delivery.last_error = outcome.error
+            delivery.updated_at = now
+            next_at: datetime | None = None
+            if outcome.ok:
+                delivery.status = "succeeded"
+                delivery.delivered_at = now
+                endpoint.failing_since = None
+            else:
+                gone = outcome.status_code == 410
+                delay = (
+                    None
+                    if (gone or outcome.permanent)
+                    else next_delay(delivery.attempts, outcome.retry_after_s, self._settings)
+                )
+                if delay is None:
+                    delivery.status = "failed"
+                    delivery.next_attempt_at = None
+                else:
+                    next_at = now + timedelta(seconds=delay)
+                    delivery.next_attempt_at = next_at
+                endpoint.failing_since = endpoint.failing_since or now
+                failing_for = (now - endpoint.failing_since).total_seconds()
+                if endpoint.enabled and gone:
+                    await self._disable(session, endpoint, "the receiver answered 410 Gone")
+                elif endpoint.enabled and failing_for >= self._settings.webhook_disable_after_s:
+                    await self._disable(
+                        session,
+                        endpoint,
+                        f"every attempt failed for {int(failing_for)} s",
+                    )
+            session.add(
+                WebhookAttempt(
+                    id=new_id("att"),
+                    delivery_id=delivery.id,
+                    attempt=delivery.attempts,
+                    status_code=outcome.status_code,
+                    duration_ms=outcome.duration_ms,
+                    error=outcome.error,
+                    response_excerpt=outcome.excerpt,
+                    next_attempt_at=next_at,
+                    created_at=now,
+                )
+            )
+        return outcome.ok
+
+    async def _disable(self, session: AsyncSession, endpoint: WebhookEndpoint, reason: str) -> None:
+        endpoint.enabled = False
+        endpoint.disabled_reason = reason
+        endpoint.updated_at = utcnow()
+        await session.flush()
+        log.warning("webhook endpoint %s disabled: %s", endpoint.id, reason)
+        await emit_event(
+            session,
+            None,
+            "webhook.endpoint_disabled",
+            {"endpoint_id": endpoint.id, "url": endpoint.url, "reason": reason},
+        )
