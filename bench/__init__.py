@@ -1,0 +1,1 @@
+"""`make bench`: a real Tandem stack measured against arq and /healthz baselines."""

@@ -1,0 +1,77 @@
+"""A throwaway PostgreSQL database and Redis database number for one bench run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import secrets
+import subprocess
+import sys
+
+import asyncpg
+import redis
+
+from tests.stack import ROOT
+
+PG_ADMIN_DSN = os.environ.get("TANDEM_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_BASE = os.environ.get("TANDEM_BENCH_REDIS", "redis://127.0.0.1:6379")
+
+
+async def _pg_admin(sql: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def create_pg_database() -> tuple[str, str, str]:
+    """Returns (name, asyncpg DSN, SQLAlchemy URL)."""
+    name = f"tandem_bench_{os.getpid()}_{secrets.token_hex(3)}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+    dsn = f"{base}/{name}"
+    return name, dsn, dsn.replace("postgresql://", "postgresql+asyncpg://")
+
+
+def drop_pg_database(name: str) -> None:
+    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def migrate(database_url: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "app.cli", "migrate"],
+        env={**os.environ, "TANDEM_DATABASE_URL": database_url, "TANDEM_LOG_LEVEL": "warning"},
+        cwd=ROOT,
+        check=True,
+        timeout=120,
+    )
+
+
+def pick_redis_url() -> str:
+    """A random database number, preferring an empty one (others share this server)."""
+    numbers = list(range(1, 16))
+    random.shuffle(numbers)
+    for number in numbers:
+        client = redis.Redis.from_url(f"{REDIS_BASE}/{number}")
+        try:
+            if client.dbsize() == 0:
+                return f"{REDIS_BASE}/{number}"
+        finally:
+            client.close()
+    return f"{REDIS_BASE}/{numbers[0]}"
+
+
+def clean_redis(url: str, patterns: list[str]) -> int:
+    """Delete only this run's keys, so another user of the same database number is unharmed."""
+    client = redis.Redis.from_url(url)
+    deleted = 0
+    try:
+        for pattern in patterns:
+            keys = list(client.scan_iter(match=pattern, count=1000))
+            if keys:
+                deleted += int(client.delete(*keys))
+    finally:
+        client.close()
+    return deleted
