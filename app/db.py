@@ -29,7 +29,10 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    return create_async_engine(url, pool_pre_ping=True, **kwargs)
+    # No pre-ping: it costs three round trips per checkout. Connections are recycled
+    # instead; a dropped one fails one request or job (the sweeper re-runs jobs).
+    kwargs.setdefault("pool_recycle", 300)
+    return create_async_engine(url, **kwargs)
 
 
 def _sqlite_immediate_transactions(engine: AsyncEngine) -> None:

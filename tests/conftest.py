@@ -116,7 +116,7 @@ def stack_env(database_url: str, redis_url: str, tmp_root: Path) -> dict[str, st
         "TANDEM_WEBHOOK_ALLOW_PRIVATE": "1",
         "TANDEM_DISPATCHER_LEASE_TTL_S": "3",
         # A quick retry schedule, and a short span before a dead endpoint is disabled.
-        "TANDEM_WEBHOOK_RETRY_SCHEDULE_S": "[0.3, 0.6, 1, 1, 1, 1, 1, 1]",
+        "TANDEM_WEBHOOK_RETRY_SCHEDULE_S": "[0.3, 0.6, 1, 2, 2, 2, 2, 2]",
         "TANDEM_WEBHOOK_RETRY_JITTER": "0.1",
         "TANDEM_WEBHOOK_DISABLE_AFTER_S": "8",
         "TANDEM_WEBHOOK_TIMEOUT_S": "2",

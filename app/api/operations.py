@@ -114,7 +114,8 @@ async def get_operation(
                 out = await service.load(session, operation_id)
             remaining = deadline - time.monotonic()
             if out.done or remaining <= 0:
-                return out
+                # Already validated: skip FastAPI's second pass through response_model.
+                return Response(out.model_dump_json(), media_type="application/json")  # type: ignore[return-value]
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=min(remaining, 1.0))
 

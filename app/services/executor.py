@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import or_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
 
 from app.db import unit_of_work
 from app.domain.plans import RULES, OperationKind, OperationStatus, StepStatus
@@ -75,16 +76,19 @@ class Executor:
             )
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
-    async def _hold(self, session: AsyncSession, operation_id: str) -> None:
-        """Renew the lease inside `session`'s transaction, or raise LeaseLost."""
-        result = await session.execute(
+    async def _hold(self, session: AsyncSession, operation_id: str) -> str:
+        """Renew the lease inside `session`'s transaction and lock the operation's row;
+        returns its status. Raises LeaseLost when another worker has taken it over."""
+        status = await session.scalar(
             update(Operation)
-            .where(Operation.id == operation_id, Operation.lease_owner == self._owner)  # type: ignore[arg-type]
+            .where(col(Operation.id) == operation_id, col(Operation.lease_owner) == self._owner)
             .values(lease_expires_at=utcnow() + self._ttl)
+            .returning(col(Operation.status))
             .execution_options(synchronize_session=False)
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        if status is None:
             raise LeaseLost(operation_id)
+        return str(status)
 
     async def _release(self, operation_id: str) -> None:
         async with unit_of_work(self._sessions) as session:
@@ -159,87 +163,131 @@ class Executor:
         )
 
     async def _drive(self, operation_id: str) -> None:
+        # The lease makes this worker the only writer of the steps while it runs, so they
+        # are read once and kept here; the operation's status is re-read on every write
+        # (a cancel may arrive at any time).
+        async with unit_of_work(self._sessions) as session:
+            status = await self._hold(session, operation_id)
+            operation = await session.get(Operation, operation_id, populate_existing=True)
+            assert operation is not None
+            if operation.done:
+                return
+            cluster = await session.get(Cluster, operation.cluster_id, populate_existing=True)
+            assert cluster is not None
+            steps = await steps_of(session, operation_id)
+            past_point_of_no_return = operation.past_point_of_no_return
+        driver = self._driver_factory(cluster.driver)
+        finished: tuple[OperationStep, dict[str, Any]] | None = None
+        rollback_reason: dict[str, Any] | None = None
+
         while True:
+            step: OperationStep | None = None
             async with unit_of_work(self._sessions) as session:
-                await self._hold(session, operation_id)
-                operation = await session.get(Operation, operation_id, populate_existing=True)
-                assert operation is not None
-                if operation.done:
-                    return
-                if operation.status == OperationStatus.CANCELLING.value:
-                    rollback_reason = None
+                status = await self._hold(session, operation_id)
+                now = utcnow()
+                if finished is not None:
+                    done_step, output = finished
+                    await self._set_step(
+                        session,
+                        operation,
+                        done_step,
+                        status=StepStatus.SUCCEEDED.value,
+                        output=output,
+                        finished_at=now,
+                    )
+                if status == OperationStatus.CANCELLING.value:
                     break
-                cluster = await session.get(Cluster, operation.cluster_id, populate_existing=True)
-                assert cluster is not None
-                steps = await steps_of(session, operation_id)
                 step = next(
                     (s for s in steps if s.status in (StepStatus.PENDING, StepStatus.RUNNING)),
                     None,
                 )
-                if operation.status == OperationStatus.QUEUED.value:
-                    operation.status = OperationStatus.RUNNING.value
-                    operation.started_at = operation.started_at or utcnow()
+                changes: dict[str, Any] = {"updated_at": now}
+                if status == OperationStatus.QUEUED.value:
+                    changes.update(
+                        status=OperationStatus.RUNNING.value,
+                        started_at=operation.started_at or now,
+                    )
+                if step is not None and not step.reversible and not past_point_of_no_return:
+                    # Under the row lock taken by _hold: a cancel either committed before
+                    # (and we saw `cancelling`) or will find this flag and be refused.
+                    changes["past_point_of_no_return"] = past_point_of_no_return = True
+                await session.execute(
+                    update(Operation)
+                    .where(col(Operation.id) == operation_id)
+                    .values(**changes)
+                    .execution_options(synchronize_session=False)
+                )
                 if step is None:
                     await self._succeed(session, operation)
-                    await session.flush()
-                    finished = True
-                else:
-                    finished = False
-                    if not step.reversible:
-                        operation.past_point_of_no_return = True
-                    if step.status == StepStatus.PENDING.value:
-                        step.attempts += 1
-                        step.status = StepStatus.RUNNING.value
-                        step.started_at = utcnow()
-                        step.error = None
-                        await self._step_event(session, operation, step)
-                    operation.updated_at = utcnow()
-                    ctx = self._context(cluster, operation, step)
-                    driver = self._driver_factory(cluster.driver)
-            await self._changed(operation_id)
-            if finished:
+                elif step.status == StepStatus.PENDING.value:
+                    await self._set_step(
+                        session,
+                        operation,
+                        step,
+                        status=StepStatus.RUNNING.value,
+                        attempts=step.attempts + 1,
+                        started_at=now,
+                        error=None,
+                    )
+            if step is None:
+                await self._changed(operation_id)
                 return
 
+            ctx = self._context(cluster, operation, step)
             try:
-                output = await driver.run(ctx)
+                finished = (step, await driver.run(ctx))
+                continue
             except StepFailed as exc:
-                failure = {"message": exc.message, "retryable": exc.retryable, **exc.details}
-                if await self._step_failed(operation_id, ctx, failure):
-                    rollback_reason = {
-                        "code": "step_failed",
-                        "step": ctx.step,
-                        "detail": f"{ctx.step} failed: {exc.message}; rolled back",
-                    }
-                    break
-                return
+                message = exc.message
+                failure = {"message": message, "retryable": exc.retryable, **exc.details}
             except (asyncio.CancelledError, LeaseLost):
                 raise
             except Exception as exc:  # a driver bug must not look like a hang
                 log.exception("driver raised in %s of %s", ctx.step, operation_id)
-                failure = {"message": f"driver error: {type(exc).__name__}: {exc}"}
-                if await self._step_failed(operation_id, ctx, failure):
-                    rollback_reason = {
-                        "code": "step_failed",
-                        "step": ctx.step,
-                        "detail": f"{ctx.step} failed: {failure['message']}; rolled back",
-                    }
-                    break
+                message = f"driver error: {type(exc).__name__}: {exc}"
+                failure = {"message": message}
+            if not await self._step_failed(operation_id, ctx, failure):
                 return
-
-            async with unit_of_work(self._sessions) as session:
-                await self._hold(session, operation_id)
-                operation = await session.get(Operation, operation_id, populate_existing=True)
-                step_row = await session.get(
-                    OperationStep, (operation_id, _position(ctx.step)), populate_existing=True
-                )
-                assert operation is not None and step_row is not None
-                step_row.status = StepStatus.SUCCEEDED.value
-                step_row.output = output
-                step_row.finished_at = utcnow()
-                await self._step_event(session, operation, step_row)
-            await self._changed(operation_id)
+            rollback_reason = {
+                "code": "step_failed",
+                "step": ctx.step,
+                "detail": f"{ctx.step} failed: {message}; rolled back",
+            }
+            break
 
         await self._roll_back(operation_id, rollback_reason)
+
+    async def _set_step(
+        self,
+        session: AsyncSession,
+        operation: Operation,
+        step: OperationStep,
+        **values: Any,
+    ) -> None:
+        """Write a step's new status (and the event saying so); `step` mirrors the row."""
+        await session.execute(
+            update(OperationStep)
+            .where(
+                col(OperationStep.operation_id) == operation.id,
+                col(OperationStep.position) == step.position,
+            )
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        for name, value in values.items():
+            setattr(step, name, value)
+        await emit_event(
+            session,
+            operation.cluster_id,
+            "operation.step_changed",
+            {
+                "operation_id": operation.id,
+                "step": step.name,
+                "status": step.status,
+                "attempt": step.attempts,
+                "error": step.error,
+            },
+        )
 
     async def _step_event(
         self, session: AsyncSession, operation: Operation, step: OperationStep
@@ -261,11 +309,18 @@ class Executor:
     async def _succeed(self, session: AsyncSession, operation: Operation) -> None:
         rules = RULES[OperationKind(operation.kind)]
         await apply_transition(session, operation.cluster_id, rules.succeeded, operation.id)
-        operation.status = OperationStatus.SUCCEEDED.value
-        operation.done = True
-        operation.finished_at = utcnow()
-        operation.updated_at = operation.finished_at
-        await session.flush()
+        now = utcnow()
+        await session.execute(
+            update(Operation)
+            .where(col(Operation.id) == operation.id)
+            .values(
+                status=OperationStatus.SUCCEEDED.value,
+                done=True,
+                finished_at=now,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
         await emit_event(
             session,
             operation.cluster_id,
@@ -348,7 +403,6 @@ class Executor:
                 step.status = StepStatus.ROLLED_BACK.value
                 step.finished_at = utcnow()
                 await self._step_event(session, operation, step)
-            await self._changed(operation_id)
 
         async with unit_of_work(self._sessions) as session:
             await self._hold(session, operation_id)

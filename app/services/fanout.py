@@ -19,8 +19,12 @@ def wants(endpoint: WebhookEndpoint, event_type: str) -> bool:
 
 
 async def create_deliveries(session: AsyncSession, event: Event) -> int:
+    # FOR KEY SHARE: an endpoint being deleted is waited for, then skipped, so the new
+    # delivery never refers to a deleted endpoint (and the event's transaction never fails).
     endpoints = await session.scalars(
-        select(WebhookEndpoint).where(col(WebhookEndpoint.enabled).is_(True))
+        select(WebhookEndpoint)
+        .where(col(WebhookEndpoint.enabled).is_(True))
+        .with_for_update(read=True, key_share=True)
     )
     now = utcnow()
     count = 0

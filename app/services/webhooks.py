@@ -125,6 +125,16 @@ async def remove(session: AsyncSession, endpoint_id: str) -> None:
     delivery_ids = select(col(WebhookDelivery.id)).where(
         col(WebhookDelivery.endpoint_id) == endpoint_id
     )
+    # Lock the deliveries (a dispatcher recording an attempt commits it first; the next
+    # finds its delivery gone), then the endpoint (an event adding a delivery for it
+    # commits first; the next skips it), in the dispatcher's order, so no attempt or
+    # delivery committed meanwhile is left referring to a deleted row.
+    await session.execute(delivery_ids.with_for_update())
+    await session.execute(
+        select(col(WebhookEndpoint.id))
+        .where(col(WebhookEndpoint.id) == endpoint_id)
+        .with_for_update()
+    )
     await session.execute(
         delete(WebhookAttempt).where(col(WebhookAttempt.delivery_id).in_(delivery_ids))
     )

@@ -154,7 +154,8 @@ async def test_receiver_that_never_recovers_is_disabled_with_an_event(
         body: dict[str, Any] = (await client.get(f"/v1/webhooks/{endpoint['id']}")).json()
         return body if not body["enabled"] else None
 
-    # The test settings disable an endpoint after 8 s of failures.
+    # The test settings disable an endpoint after 8 s of failures; their retry schedule
+    # (0.3 + 0.6 + 1 + 2 * 5 s) keeps attempting for longer than that.
     state = await wait_for(disabled, timeout_s=60, interval_s=0.5)
     assert "failed" in state["disabled_reason"]
 
