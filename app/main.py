@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import clusters, events, feed, health, metrics, operations, webhooks
+from app.api import clusters, events, feed, health, metrics, operations, webhook_docs, webhooks
 from app.config import Settings, get_settings
 from app.context import build_context
 from app.errors import install_handlers
@@ -31,6 +31,11 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.webhook_allow_private:
+            log.warning(
+                "TANDEM_WEBHOOK_ALLOW_PRIVATE is set: webhooks may target loopback and private "
+                "addresses. Do not set it where untrusted users can register webhooks."
+            )
         context = await build_context(settings)
         context.notifier.start()
         app.state.context = context
@@ -65,6 +70,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.include_router(events.router)
     app.include_router(feed.router)
     app.include_router(webhooks.router)
+    webhook_docs.document(app)
     _register_problem_schema(app)
     return app
 
@@ -82,6 +88,11 @@ def _register_problem_schema(app: FastAPI) -> None:
         # Validation errors are problem details here, not FastAPI's default shape.
         components.pop("HTTPValidationError", None)
         components.pop("ValidationError", None)
+        # The webhooks section describes requests Tandem sends: FastAPI's automatic 422 there
+        # (a receiver's validation error, in the shape just removed) would be a dangling $ref.
+        for item in schema.get("webhooks", {}).values():
+            for operation in item.values():
+                operation.get("responses", {}).pop("422", None)
         app.openapi_schema = schema
         return schema
 

@@ -35,3 +35,5 @@ PageToken = Annotated[
 ]
 ClusterId = Annotated[str, Path(pattern=NO_NUL, description="The DR pair's id.")]
 OperationId = Annotated[str, Path(pattern=NO_NUL, description="The operation's id.")]
+WebhookId = Annotated[str, Path(pattern=NO_NUL, description="The webhook's id.")]
+DeliveryId = Annotated[str, Path(pattern=NO_NUL, description="The delivery's id.")]

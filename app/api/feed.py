@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from app.api.deps import ContextDep, PageSize, PageToken, SessionDep
 from app.db import unit_of_work
 from app.errors import BadRequest
-from app.schemas.common import Page
+from app.schemas.common import NO_NUL, Page
 from app.schemas.events import EventOut
 from app.schemas.problems import problems
 from app.services import events as service
@@ -21,7 +21,9 @@ from app.services.notify import EVENTS, wait
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
 KEEPALIVE_S = 15.0
-ClusterFilter = Annotated[str | None, Query(max_length=40, description="Only this pair")]
+ClusterFilter = Annotated[
+    str | None, Query(max_length=40, pattern=NO_NUL, description="Only this pair")
+]
 
 
 @router.get(

@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
-from app.api.deps import ContextDep, PageSize, PageToken, SessionDep
+from app.api.deps import ContextDep, DeliveryId, PageSize, PageToken, SessionDep, WebhookId
 from app.schemas.common import Page
 from app.schemas.problems import problems
 from app.schemas.webhooks import DeliveryOut, PingResult, WebhookCreate, WebhookOut, WebhookPatch
@@ -47,7 +47,7 @@ async def list_webhooks(
     summary="Get a webhook endpoint (secret masked)",
     responses=problems(404, 422),
 )
-async def get_webhook(webhook_id: str, session: SessionDep) -> WebhookOut:
+async def get_webhook(webhook_id: WebhookId, session: SessionDep) -> WebhookOut:
     return service.render(await service.get(session, webhook_id))
 
 
@@ -58,7 +58,7 @@ async def get_webhook(webhook_id: str, session: SessionDep) -> WebhookOut:
     responses=problems(400, 404, 422),
 )
 async def patch_webhook(
-    webhook_id: str, body: WebhookPatch, session: SessionDep, context: ContextDep
+    webhook_id: WebhookId, body: WebhookPatch, session: SessionDep, context: ContextDep
 ) -> WebhookOut:
     return service.render(await service.update(session, webhook_id, body, context.settings))
 
@@ -69,7 +69,7 @@ async def patch_webhook(
     summary="Delete a webhook endpoint and its delivery log",
     responses=problems(404, 422),
 )
-async def delete_webhook(webhook_id: str, session: SessionDep) -> Response:
+async def delete_webhook(webhook_id: WebhookId, session: SessionDep) -> Response:
     await service.remove(session, webhook_id)
     return Response(status_code=204)
 
@@ -80,7 +80,9 @@ async def delete_webhook(webhook_id: str, session: SessionDep) -> Response:
     summary="New secret (shown this once); the old one keeps signing for 24 h",
     responses=problems(404, 422),
 )
-async def rotate_secret(webhook_id: str, session: SessionDep, context: ContextDep) -> WebhookOut:
+async def rotate_secret(
+    webhook_id: WebhookId, session: SessionDep, context: ContextDep
+) -> WebhookOut:
     endpoint = await service.rotate_secret(session, webhook_id, context.settings)
     return service.render(endpoint, reveal=True)
 
@@ -91,7 +93,9 @@ async def rotate_secret(webhook_id: str, session: SessionDep, context: ContextDe
     summary="Send a signed webhook.ping now and report the receiver's answer",
     responses=problems(404, 422),
 )
-async def test_webhook(webhook_id: str, session: SessionDep, context: ContextDep) -> PingResult:
+async def test_webhook(
+    webhook_id: WebhookId, session: SessionDep, context: ContextDep
+) -> PingResult:
     return await service.ping(session, webhook_id, context.http, context.settings)
 
 
@@ -102,7 +106,7 @@ async def test_webhook(webhook_id: str, session: SessionDep, context: ContextDep
     responses=problems(400, 404, 422),
 )
 async def list_deliveries(
-    webhook_id: str,
+    webhook_id: WebhookId,
     session: SessionDep,
     status: Annotated[Literal["pending", "succeeded", "failed"] | None, Query()] = None,
     page_size: PageSize = 50,
@@ -118,7 +122,9 @@ async def list_deliveries(
     summary="One delivery and its attempts",
     responses=problems(404, 422),
 )
-async def get_delivery(webhook_id: str, delivery_id: str, session: SessionDep) -> DeliveryOut:
+async def get_delivery(
+    webhook_id: WebhookId, delivery_id: DeliveryId, session: SessionDep
+) -> DeliveryOut:
     return await service.get_delivery(session, webhook_id, delivery_id)
 
 
@@ -129,5 +135,7 @@ async def get_delivery(webhook_id: str, delivery_id: str, session: SessionDep) -
     summary="Send the delivery's event again (same webhook-id, new schedule)",
     responses=problems(404, 409, 422),
 )
-async def redeliver(webhook_id: str, delivery_id: str, session: SessionDep) -> DeliveryOut:
+async def redeliver(
+    webhook_id: WebhookId, delivery_id: DeliveryId, session: SessionDep
+) -> DeliveryOut:
     return await service.redeliver(session, webhook_id, delivery_id)

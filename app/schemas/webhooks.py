@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import AnyHttpUrl, Field, StringConstraints, model_validator
 
-from app.schemas.common import Strict
+from app.schemas.common import NO_NUL, Strict
 
 EventType = Literal[
     "cluster.state_changed",
@@ -20,8 +20,8 @@ EventType = Literal[
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 Url = Annotated[AnyHttpUrl, Field(description="http or https; internal addresses refused")]
-RoutingKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-Description = Annotated[str, StringConstraints(max_length=500)]
+RoutingKey = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL)]
+Description = Annotated[str, StringConstraints(max_length=500, pattern=NO_NUL)]
 
 
 class WebhookCreate(Strict):

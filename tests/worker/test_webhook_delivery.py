@@ -218,3 +218,50 @@ async def test_dispatcher_killed_between_commit_and_delivery(
     [delivery] = await wait_for(settled, timeout_s=30)
     assert delivery["event_id"] == first.headers["webhook-id"]
     await wait_done(client, op["id"])
+
+
+async def test_gone_disables_the_endpoint_at_once(
+    client: httpx.AsyncClient, receiver: Receiver, endpoints: list[str]
+) -> None:
+    receiver.default = Answer(410)
+    endpoint = await register(client, endpoints, receiver.url, event_types=["operation.created"])
+    cluster = await create_cluster(client)
+    op = await start_ok(client, cluster["id"])
+
+    async def disabled() -> dict[str, Any] | None:
+        body: dict[str, Any] = (await client.get(f"/v1/webhooks/{endpoint['id']}")).json()
+        return body if not body["enabled"] else None
+
+    state = await wait_for(disabled, timeout_s=30)
+    assert "410" in state["disabled_reason"]
+    [delivery] = await deliveries(client, endpoint["id"])
+    assert delivery["status"] == "failed" and delivery["attempts"] == 1
+    assert len(receiver.requests()) == 1
+    await wait_done(client, op["id"])
+
+
+async def test_slow_receiver_delays_neither_the_failover_nor_other_receivers(
+    client: httpx.AsyncClient, endpoints: list[str]
+) -> None:
+    slow, fast = Receiver().start(), Receiver().start()
+    try:
+        slow.default = Answer(200, delay_s=3)  # every request takes 3 s
+        await register(client, endpoints, slow.url)
+        await register(client, endpoints, fast.url)
+        cluster = await create_cluster(client)
+        cid = cluster["id"]
+        op = await start_ok(client, cid)
+        done = await wait_done(client, op["id"])
+        assert done["status"] == "succeeded"
+        expected = [e["id"] for e in await events(client, cid)]
+
+        async def fast_has_all() -> bool:
+            return [r.headers["webhook-id"] for r in fast.bodies_for_cluster(cid)] == expected
+
+        await wait_for(fast_has_all, timeout_s=30)
+        # 18 events at 3 s each: the slow receiver is still far behind, and neither the
+        # operation nor the fast receiver waited for it.
+        assert len(slow.bodies_for_cluster(cid)) < len(expected)
+    finally:
+        slow.stop()
+        fast.stop()
