@@ -1,0 +1,178 @@
+"""PagerDuty endpoints: Events API v2 bodies that open an incident when an operation
+starts, escalate it when it fails, and resolve it when it succeeds."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from tests.helpers import create_cluster, start_ok, wait_done, wait_for
+from tests.receiver import Receiver
+
+ROUTING_KEY = "R0UT1NGKEY0123456789012345678901"
+ACTIONS = {"trigger", "acknowledge", "resolve"}
+SEVERITIES = {"critical", "error", "warning", "info"}
+
+
+def _non_empty(value: Any) -> bool:
+    return isinstance(value, str) and value.strip() != ""
+
+
+def events_api_v2_errors(body: Any) -> list[str]:
+    """What PagerDuty's Events API v2 would refuse in this body (empty: accepted)."""
+    if not isinstance(body, dict):
+        return ["the body is not a JSON object"]
+    errors = []
+    if not _non_empty(body.get("routing_key")):
+        errors.append("routing_key must be a non-empty string")
+    action = body.get("event_action")
+    if action not in ACTIONS:
+        errors.append(f"event_action {action!r} is not one of {sorted(ACTIONS)}")
+    if "dedup_key" in body and not _non_empty(body["dedup_key"]):
+        errors.append("dedup_key, when given, must be a non-empty string")
+    if action in ("acknowledge", "resolve") and not _non_empty(body.get("dedup_key")):
+        errors.append(f"{action} needs a dedup_key")
+    if action == "trigger":
+        payload = body.get("payload")
+        if not isinstance(payload, dict):
+            errors.append("trigger needs a payload object")
+        else:
+            summary = payload.get("summary")
+            if not _non_empty(summary):
+                errors.append("payload.summary must be a non-empty string")
+            elif len(str(summary)) > 1024:
+                errors.append("payload.summary is longer than 1024 characters")
+            if not _non_empty(payload.get("source")):
+                errors.append("payload.source must be a non-empty string")
+            if payload.get("severity") not in SEVERITIES:
+                errors.append(f"payload.severity {payload.get('severity')!r} is not allowed")
+            if "custom_details" in payload and not isinstance(payload["custom_details"], dict):
+                errors.append("payload.custom_details must be an object")
+    return errors
+
+
+def test_validator_catches_bad_bodies() -> None:
+    good_trigger = {
+        "routing_key": ROUTING_KEY,
+        "event_action": "trigger",
+        "dedup_key": "op_1",
+        "payload": {"summary": "s", "source": "src", "severity": "warning"},
+    }
+    assert events_api_v2_errors(good_trigger) == []
+    assert (
+        events_api_v2_errors(
+            {"routing_key": ROUTING_KEY, "event_action": "resolve", "dedup_key": "op_1"}
+        )
+        == []
+    )
+    bad = [
+        {**good_trigger, "routing_key": ""},
+        {**good_trigger, "event_action": "explode"},
+        {**good_trigger, "payload": {"summary": "", "source": "src", "severity": "info"}},
+        {**good_trigger, "payload": {"summary": "x" * 1025, "source": "s", "severity": "info"}},
+        {**good_trigger, "payload": {"summary": "s", "source": "", "severity": "info"}},
+        {**good_trigger, "payload": {"summary": "s", "source": "src", "severity": "fatal"}},
+        {"routing_key": ROUTING_KEY, "event_action": "resolve"},
+        [],
+    ]
+    for body in bad:
+        assert events_api_v2_errors(body), body
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    running = Receiver().start()
+    yield running
+    running.stop()
+
+
+@pytest_asyncio.fixture
+async def pagerduty(client: httpx.AsyncClient, receiver: Receiver) -> AsyncIterator[str]:
+    response = await client.post(
+        "/v1/webhooks",
+        json={"kind": "pagerduty", "url": receiver.url, "routing_key": ROUTING_KEY},
+    )
+    assert response.status_code == 201, response.text
+    endpoint_id: str = response.json()["id"]
+    try:
+        yield endpoint_id
+    finally:
+        deleted = await client.delete(f"/v1/webhooks/{endpoint_id}")
+        assert deleted.status_code == 204, deleted.text
+
+
+def incident(receiver: Receiver, operation_id: str) -> list[dict[str, Any]]:
+    """The bodies received for one operation, every one checked against Events API v2."""
+    bodies = []
+    for request in list(receiver.received):
+        body = request.json()
+        assert events_api_v2_errors(body) == [], body
+        assert body["routing_key"] == ROUTING_KEY
+        assert request.headers.get("content-type") == "application/json"
+        if body.get("dedup_key") == operation_id:
+            bodies.append(body)
+    return bodies
+
+
+def steps(bodies: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
+    """(action, severity) in arrival order; a repeat sent again (at least once) collapses."""
+    seen: list[tuple[str, str | None]] = []
+    for body in bodies:
+        step = (body["event_action"], body.get("payload", {}).get("severity"))
+        if not seen or seen[-1] != step:
+            seen.append(step)
+    return seen
+
+
+async def test_successful_failover_triggers_then_resolves(
+    client: httpx.AsyncClient, receiver: Receiver, pagerduty: str
+) -> None:
+    cluster = await create_cluster(client)
+    op = await start_ok(client, cluster["id"])
+    assert (await wait_done(client, op["id"]))["status"] == "succeeded"
+
+    async def resolved() -> bool:
+        return any(b["event_action"] == "resolve" for b in incident(receiver, op["id"]))
+
+    await wait_for(resolved, timeout_s=60)
+    bodies = incident(receiver, op["id"])
+    assert steps(bodies) == [("trigger", "warning"), ("resolve", None)]
+    trigger = bodies[0]
+    assert op["id"] in trigger["payload"]["summary"]
+    assert cluster["id"] in trigger["payload"]["source"]
+    assert trigger["payload"]["custom_details"]["operation_id"] == op["id"]
+
+
+async def test_failover_failing_past_point_of_no_return_escalates_then_resolves(
+    client: httpx.AsyncClient, receiver: Receiver, pagerduty: str
+) -> None:
+    cluster = await create_cluster(client, fail={"promote_target": 1})
+    op = await start_ok(client, cluster["id"])
+    failed = await wait_done(client, op["id"])
+    assert failed["status"] == "failed" and failed["needs_attention"] is True
+
+    async def escalated() -> bool:
+        return ("trigger", "critical") in steps(incident(receiver, op["id"]))
+
+    await wait_for(escalated, timeout_s=60)
+    assert steps(incident(receiver, op["id"])) == [("trigger", "warning"), ("trigger", "critical")]
+    critical = incident(receiver, op["id"])[-1]
+    assert "failed" in critical["payload"]["summary"]
+
+    retried = await client.post(f"/v1/operations/{op['id']}/retry")
+    assert retried.status_code == 202, retried.text
+    assert (await wait_done(client, op["id"]))["status"] == "succeeded"
+
+    async def resolved() -> bool:
+        return any(b["event_action"] == "resolve" for b in incident(receiver, op["id"]))
+
+    await wait_for(resolved, timeout_s=60)
+    assert steps(incident(receiver, op["id"])) == [
+        ("trigger", "warning"),
+        ("trigger", "critical"),
+        ("resolve", None),
+    ]
