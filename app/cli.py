@@ -11,10 +11,15 @@ from app.config import Settings, get_settings
 
 
 def _logging(settings: Settings) -> None:
+    from app.middleware import RequestIdFilter
+
     logging.basicConfig(
         level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
     )
+    # On the handlers, not the root logger: records propagated from other loggers get it too.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
 
 
 def _embedded_redis(settings: Settings):  # type: ignore[no-untyped-def]
@@ -111,6 +116,81 @@ def worker() -> None:
             "on the embedded default"
         )
     build_worker(settings).run()
+
+
+def _run_in_session(work):  # type: ignore[no-untyped-def]
+    """Run `work(session)` in one committed transaction, outside any server."""
+    import asyncio
+
+    from app.db import create_engine, session_factory, unit_of_work
+
+    async def run():  # type: ignore[no-untyped-def]
+        engine = create_engine(get_settings().resolved_database_url())
+        try:
+            async with unit_of_work(session_factory(engine)) as session:
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+@main.group()
+def tokens() -> None:
+    """API tokens."""
+
+
+@tokens.command("create")
+@click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), required=True)
+@click.option("--name", required=True, help="What the token is for, e.g. ci.")
+@click.option("--org", "org_name", default=None, help="Organization name (default: the first).")
+def tokens_create(role: str, name: str, org_name: str | None) -> None:
+    """Create a token and print it (it is shown this once)."""
+    from sqlalchemy import select
+    from sqlmodel import col
+
+    from app.auth import Role
+    from app.models import Organization
+    from app.services import tokens as service
+
+    async def work(session):  # type: ignore[no-untyped-def]
+        query = select(Organization).order_by(col(Organization.created_at))
+        if org_name is not None:
+            query = query.where(col(Organization.name) == org_name)
+        org = await session.scalar(query)
+        if org is None:
+            raise click.ClickException(
+                f"no organization named {org_name!r}" if org_name else "no organization yet"
+            )
+        _, secret = await service.issue(session, org.id, name, Role(role))
+        return org, secret
+
+    org, secret = _run_in_session(work)
+    click.echo(f"{role} token {name!r} of organization {org.name!r}:", err=True)
+    click.echo(secret)
+
+
+@main.group()
+def orgs() -> None:
+    """Organizations (a hosted Tandem serves many teams)."""
+
+
+@orgs.command("create")
+@click.argument("name")
+def orgs_create(name: str) -> None:
+    """Create an organization and print its first admin token."""
+    from app.errors import Conflict
+    from app.services import tokens as service
+
+    async def work(session):  # type: ignore[no-untyped-def]
+        try:
+            return await service.create_org(session, name)
+        except Conflict as exc:
+            raise click.ClickException(exc.detail) from None
+
+    org, secret = _run_in_session(work)
+    click.echo(f"organization {org.name!r} ({org.id}); its first admin token:", err=True)
+    click.echo(secret)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,11 @@ Problem                         500 internal
 │   ├── IdempotencyInFlight     409 idempotency_key_in_flight
 │   └── PointOfNoReturn         409 point_of_no_return
 ├── PreconditionFailed          412 precondition_failed
+├── PayloadTooLarge             413 payload_too_large  (BodyLimitMiddleware)
 ├── Unprocessable               422 unprocessable
 │   ├── ValidationFailed        422 validation_failed  (lists `errors`)
 │   └── IdempotencyKeyReused    422 idempotency_key_reused
+├── TooManyRequests             429 rate_limited  (sends Retry-After)
 └── ServiceUnavailable          503 unavailable
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -47,6 +50,9 @@ class Problem(Exception):
         self.detail = detail or self.title
         self.extra = extra
 
+    def response_headers(self) -> dict[str, str] | None:
+        return None
+
     def body(self) -> dict[str, Any]:
         return {
             "type": TYPE_BASE + self.code.replace("_", "-"),
@@ -68,6 +74,17 @@ class IdempotencyKeyMissing(BadRequest):
 
 class MalformedBody(BadRequest):
     code, title = "malformed_body", "Request body is not valid JSON"
+
+
+class Unauthorized(Problem):
+    status, code, title = 401, "unauthorized", "Authentication required"
+
+    def response_headers(self) -> dict[str, str] | None:
+        return {"WWW-Authenticate": 'Bearer realm="tandem"'}
+
+
+class Forbidden(Problem):
+    status, code, title = 403, "forbidden", "Your token's role does not allow this"
 
 
 class NotFound(Problem):
@@ -98,6 +115,10 @@ class PreconditionFailed(Problem):
     status, code, title = 412, "precondition_failed", "Precondition failed"
 
 
+class PayloadTooLarge(Problem):
+    status, code, title = 413, "payload_too_large", "Request body too large"
+
+
 class Unprocessable(Problem):
     status, code, title = 422, "unprocessable", "Unprocessable request"
 
@@ -108,6 +129,18 @@ class ValidationFailed(Unprocessable):
 
 class IdempotencyKeyReused(Unprocessable):
     code, title = "idempotency_key_reused", "Idempotency-Key reused with another request"
+
+
+class TooManyRequests(Problem):
+    status, code, title = 429, "rate_limited", "Too many requests"
+
+    def __init__(self, detail: str | None = None, *, retry_after: float, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after = retry_after
+
+    def response_headers(self) -> dict[str, str] | None:
+        # Retry-After is whole seconds (RFC 9110); round up, and never say 0.
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
 class ServiceUnavailable(Problem):
@@ -153,16 +186,32 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
+async def _audit_refusal(request: Request, problem: Problem) -> None:
+    """A refused mutating request is audited too, in a transaction of its own."""
+    from app.services.audit import record_refusal
+
+    context = getattr(request.app.state, "context", None)
+    if context is None:
+        return
+    try:
+        await record_refusal(context.sessions, request, problem.status, problem.code)
+    except Exception:  # the refusal itself must still reach the caller
+        log.exception("could not audit a refused request")
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
-    async def _problem(_request: Request, exc: Problem) -> JSONResponse:
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
         if exc.status >= 500:
             log.error("problem %s: %s", exc.code, exc.detail)
-        return problem_response(exc)
+        await _audit_refusal(request, exc)
+        return problem_response(exc, headers=exc.response_headers())
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return problem_response(_validation_problem(exc))
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problem = _validation_problem(exc)
+        await _audit_refusal(request, problem)
+        return problem_response(problem)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -5,16 +5,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute, iter_route_contexts
+from sqlalchemy.exc import IntegrityError
 
-from app.api import clusters, events, feed, health, metrics, operations, webhook_docs, webhooks
+from app.api import (
+    access,
+    clusters,
+    events,
+    feed,
+    health,
+    metrics,
+    operations,
+    webhook_docs,
+    webhooks,
+)
+from app.auth import MUTATING
 from app.config import Settings, get_settings
-from app.context import build_context
+from app.context import Context, build_context
+from app.db import unit_of_work
 from app.errors import install_handlers
-from app.schemas.problems import ProblemDetails
+from app.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from app.schemas.problems import ProblemDetails, problems
+from app.services import tokens
 
 log = logging.getLogger("tandem")
 
@@ -39,6 +56,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         context = await build_context(settings)
         context.notifier.start()
         app.state.context = context
+        await _bootstrap(context)
         worker_task = None
         if run_worker:
             from app.worker.main import build_worker
@@ -63,7 +81,12 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         lifespan=lifespan,
     )
     install_handlers(app)
+    # The last added is outermost: the request id is set first and is on every response,
+    # the 413 included.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=1024 * 1024)
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
+    app.include_router(access.router)
     app.include_router(metrics.router)
     app.include_router(clusters.router)
     app.include_router(operations.router)
@@ -73,6 +96,45 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     webhook_docs.document(app)
     _register_problem_schema(app)
     return app
+
+
+def required_role(route: APIRoute) -> str | None:
+    """The role a route's dependencies demand (see app.auth.require), or None: public."""
+    pending = list(route.dependant.dependencies)
+    while pending:
+        dependant = pending.pop()
+        role = getattr(dependant.call, "required_role", None)
+        if role is not None:
+            return str(role.value)
+        pending.extend(dependant.dependencies)
+    return None
+
+
+async def _bootstrap(context: Context) -> None:
+    """First start on an empty database: an organization and an admin token."""
+    settings = context.settings
+    try:
+        async with unit_of_work(context.sessions) as session:
+            created = await tokens.bootstrap(session, settings.bootstrap_token)
+    except IntegrityError:  # another API process bootstrapped at the same moment
+        return
+    if created is None:
+        return
+    org, secret = created
+    if settings.bootstrap_token is not None:
+        log.warning("bootstrap: TANDEM_BOOTSTRAP_TOKEN is an admin token of %s", org.name)
+        return
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.data_dir / "admin-token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    os.chmod(path, 0o600)
+    log.warning(
+        "bootstrap: organization %r created; its admin token is in %s (mode 0600)",
+        org.name,
+        path.resolve(),
+    )
 
 
 def _register_problem_schema(app: FastAPI) -> None:
@@ -93,6 +155,25 @@ def _register_problem_schema(app: FastAPI) -> None:
         for item in schema.get("webhooks", {}).values():
             for operation in item.values():
                 operation.get("responses", {}).pop("422", None)
+        # Each route names the role it needs; public ones say they need no token.
+        for context in iter_route_contexts(app.routes):
+            route = context.original_route
+            path = str(context.path_format)
+            if not isinstance(route, APIRoute) or path not in schema["paths"]:
+                continue
+            role = required_role(route)
+            for method in context.methods or ():
+                operation = schema["paths"][path].get(method.lower())
+                if operation is None:
+                    continue
+                if role is None:
+                    operation["security"] = []
+                else:
+                    operation["x-required-role"] = role
+                    codes = [401] + ([403] if role != "viewer" else [])
+                    codes += [413, 429] if method in MUTATING else []
+                    responses = operation.setdefault("responses", {})
+                    responses.update({str(code): doc for code, doc in problems(*codes).items()})
         app.openapi_schema = schema
         return schema
 

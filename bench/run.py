@@ -6,6 +6,8 @@
     poll delay as Tandem's worker. Target: ratio at most 5x.
 (b) throughput: `GET /v1/operations/{op}` beside `GET /healthz` on the same server, with the
     same concurrent client, runs interleaved. Target: at least 50%.
+(c) webhooks: delivery throughput beside a plain loop of signed POSTs, and commit ->
+    receipt latency beside (a)'s no-op round trip (see bench/webhooks.py).
 
 Bounded in count and time; loopback only; prints a table and writes bench/results/latest.json.
 """
@@ -34,6 +36,7 @@ from arq.connections import ArqRedis, RedisSettings
 from redis.asyncio import Redis
 
 from app.config import Settings
+from bench import webhooks
 from bench.procstat import MachineCpu, process_cpu_s, self_cpu_s
 from bench.services import (
     clean_redis,
@@ -345,6 +348,12 @@ async def measure(stack: Stack, env: dict[str, str], pg: dict[str, str], noop: P
     results["throughput"] = await asyncio.wait_for(
         phase_throughput(stack.base_url, stack.api.pid, op_id), PHASE_TIMEOUT_S
     )
+    results["webhooks"] = await asyncio.wait_for(
+        webhooks.measure(
+            stack.base_url, env["TANDEM_DATABASE_URL"], pg["dsn"], redis_url, pids["worker"]
+        ),
+        PHASE_TIMEOUT_S,
+    )
     return results
 
 
@@ -402,6 +411,7 @@ def report(raw: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
             "meets_target": ratio_b >= TARGET_THROUGHPUT_RATIO,
             "runs": runs,
         },
+        "c_webhooks": webhooks.report(raw["webhooks"], n_total),
         "profile": {
             "failover_phases": breakdown,
             "per_failover_counters": raw["latency"]["per_failover"],
@@ -488,6 +498,8 @@ def render(fig: dict[str, Any]) -> str:
         ),
         f"target: ratio >= {b['target_min_ratio'] * 100:.0f}% -> {verdict(b['meets_target'])}",
         "",
+        *webhooks.render(fig["c_webhooks"]),
+        "",
         "profile of one failover (medians over the samples, from the operation's timestamps)",
         table(
             ["phase", "median", "p95"],
@@ -535,6 +547,7 @@ def main() -> int:
             "TANDEM_QUEUE_NAME": queue,
             "TANDEM_DATA_DIR": str(tmp / "data"),
             "TANDEM_LOG_LEVEL": "info",
+            "TANDEM_WEBHOOK_ALLOW_PRIVATE": "1",
             "BENCH_REDIS_URL": redis_url,
             "BENCH_QUEUE": f"{queue}:noop",
             "BENCH_JOB_PREFIX": f"bench-{token}-",

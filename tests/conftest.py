@@ -27,6 +27,7 @@ from tests.stack import ROOT, Stack
 
 BACKEND = os.environ.get("TANDEM_TEST_DB") or backends()[0]
 REQUIRE_SERVICES = os.environ.get("TANDEM_TEST_REQUIRE_SERVICES") == "1"
+ADMIN_TOKEN = "tdm_" + secrets.token_urlsafe(32)
 PG_ADMIN_DSN = os.environ.get("TANDEM_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -112,6 +113,11 @@ def stack_env(database_url: str, redis_url: str, tmp_root: Path) -> dict[str, st
         "TANDEM_LEASE_TTL_S": "3",
         "TANDEM_SWEEP_INTERVAL_S": "1",
         "TANDEM_LOG_LEVEL": "info",
+        # The first API start registers this admin token (for the `client` fixture).
+        "TANDEM_BOOTSTRAP_TOKEN": ADMIN_TOKEN,
+        # Generous, so that schemathesis and bursts of 50 are not limited; the rate-limit
+        # test gives its token a limit of its own.
+        "TANDEM_RATE_LIMIT_PER_MINUTE": "100000",
         # Webhook receivers in the tests listen on loopback.
         "TANDEM_WEBHOOK_ALLOW_PRIVATE": "1",
         "TANDEM_DISPATCHER_LEASE_TTL_S": "3",
@@ -143,7 +149,12 @@ def live_stack(stack: Stack) -> Stack:
 @pytest_asyncio.fixture
 async def client(live_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     limits = httpx.Limits(max_connections=100)
-    async with httpx.AsyncClient(base_url=live_stack.base_url, timeout=90, limits=limits) as c:
+    async with httpx.AsyncClient(
+        base_url=live_stack.base_url,
+        timeout=90,
+        limits=limits,
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    ) as c:
         yield c
 
 

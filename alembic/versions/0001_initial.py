@@ -37,7 +37,7 @@ def upgrade() -> None:
         sa.Column("created_at", app.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", app.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("name"),
+        sa.UniqueConstraint("name", name="uq_clusters_name"),
     )
     op.create_table(
         "driver_effects",

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Response
 
 from app.api.deps import ClusterId, PageSize, PageToken, SessionDep
+from app.auth import Admin, Viewer
 from app.schemas.clusters import ClusterCreate, ClusterOut, ClusterPatch
 from app.schemas.common import Page
 from app.schemas.problems import problems
@@ -28,9 +29,9 @@ def _etag(response: Response, cluster: ClusterOut) -> ClusterOut:
     responses=problems(400, 409, 422),
 )
 async def create_cluster(
-    body: ClusterCreate, session: SessionDep, response: Response
+    body: ClusterCreate, session: SessionDep, response: Response, principal: Admin
 ) -> ClusterOut:
-    cluster = await service.create(session, body)
+    cluster = await service.create(session, principal.org_id, body)
     response.headers["Location"] = f"/v1/clusters/{cluster.id}"
     return _etag(response, await service.render(session, cluster))
 
@@ -39,9 +40,9 @@ async def create_cluster(
     "", response_model=Page[ClusterOut], summary="List DR pairs", responses=problems(400, 422)
 )
 async def list_clusters(
-    session: SessionDep, page_size: PageSize = 50, page_token: PageToken = None
+    session: SessionDep, principal: Viewer, page_size: PageSize = 50, page_token: PageToken = None
 ) -> Page[ClusterOut]:
-    items, token = await service.list_clusters(session, page_size, page_token)
+    items, token = await service.list_clusters(session, principal.org_id, page_size, page_token)
     return Page[ClusterOut](items=items, next_page_token=token)
 
 
@@ -51,8 +52,10 @@ async def list_clusters(
     summary="Get a DR pair",
     responses=problems(404, 422),
 )
-async def get_cluster(cluster_id: ClusterId, session: SessionDep, response: Response) -> ClusterOut:
-    cluster = await service.get(session, cluster_id)
+async def get_cluster(
+    cluster_id: ClusterId, session: SessionDep, response: Response, principal: Viewer
+) -> ClusterOut:
+    cluster = await service.get(session, principal.org_id, cluster_id)
     return _etag(response, await service.render(session, cluster))
 
 
@@ -66,10 +69,11 @@ async def patch_cluster(
     cluster_id: ClusterId,
     body: ClusterPatch,
     session: SessionDep,
+    principal: Admin,
     response: Response,
     if_match: IfMatch = None,
 ) -> ClusterOut:
-    cluster = await service.update(session, cluster_id, body, if_match)
+    cluster = await service.update(session, principal.org_id, cluster_id, body, if_match)
     return _etag(response, await service.render(session, cluster))
 
 
@@ -80,7 +84,7 @@ async def patch_cluster(
     responses=problems(404, 409, 412, 422),
 )
 async def delete_cluster(
-    cluster_id: ClusterId, session: SessionDep, if_match: IfMatch = None
+    cluster_id: ClusterId, session: SessionDep, principal: Admin, if_match: IfMatch = None
 ) -> Response:
-    await service.remove(session, cluster_id, if_match)
+    await service.remove(session, principal.org_id, cluster_id, if_match)
     return Response(status_code=204)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.context import Context
 from app.db import unit_of_work
 from app.schemas.common import NO_NUL
+from app.services import audit
 
 
 def get_context(request: Request) -> Context:
@@ -25,6 +26,9 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     # sees 201/202 can read what it created from any process at once.
     async with unit_of_work(get_context(request).sessions) as session:
         yield session
+        # A mutating request's audit row commits with its change (refusals: errors.py).
+        route = request.scope.get("route")
+        audit.record(session, request, getattr(route, "status_code", None) or 200)
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
@@ -33,6 +37,7 @@ PageSize = Annotated[int, Query(ge=1, le=100, description="Items per page (1-100
 PageToken = Annotated[
     str | None, Query(max_length=500, description="next_page_token of the previous page.")
 ]
+TokenId = Annotated[str, Path(pattern=NO_NUL, description="The token's id.")]
 ClusterId = Annotated[str, Path(pattern=NO_NUL, description="The DR pair's id.")]
 OperationId = Annotated[str, Path(pattern=NO_NUL, description="The operation's id.")]
 WebhookId = Annotated[str, Path(pattern=NO_NUL, description="The webhook's id.")]

@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import ClusterId, PageSize, PageToken, SessionDep
+from app.auth import Viewer
 from app.schemas.common import Page
 from app.schemas.events import EventOut
 from app.schemas.problems import problems
@@ -21,9 +22,10 @@ router = APIRouter(tags=["events"])
 async def list_cluster_events(
     cluster_id: ClusterId,
     session: SessionDep,
+    principal: Viewer,
     page_size: PageSize = 50,
     page_token: PageToken = None,
 ) -> Page[EventOut]:
-    await cluster_service.get(session, cluster_id)
+    await cluster_service.get(session, principal.org_id, cluster_id)
     items, token = await service.list_for_cluster(session, cluster_id, page_size, page_token)
     return Page[EventOut](items=items, next_page_token=token)

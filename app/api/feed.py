@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import ContextDep, PageSize, PageToken, SessionDep
+from app.auth import Viewer
 from app.db import unit_of_work
 from app.errors import BadRequest
 from app.schemas.common import NO_NUL, Page
@@ -34,11 +35,14 @@ ClusterFilter = Annotated[
 )
 async def list_events(
     session: SessionDep,
+    principal: Viewer,
     cluster_id: ClusterFilter = None,
     page_size: PageSize = 50,
     page_token: PageToken = None,
 ) -> Page[EventOut]:
-    rows, token = await service.list_global(session, cluster_id, page_size, page_token)
+    rows, token = await service.list_global(
+        session, principal.org_id, cluster_id, page_size, page_token
+    )
     return Page[EventOut](items=[event for _, event in rows], next_page_token=token)
 
 
@@ -66,6 +70,7 @@ def _start_position(last_event_id: str | None, after: int | None) -> int:
 )
 async def stream_events(
     context: ContextDep,
+    principal: Viewer,
     cluster_id: ClusterFilter = None,
     after: Annotated[
         int | None, Query(ge=0, description="Start after this cursor (default: from now on)")
@@ -84,7 +89,9 @@ async def stream_events(
             idle = 0.0
             while True:
                 async with unit_of_work(context.sessions) as session:
-                    batch = await service.after_position(session, cursor, 200, cluster_id)
+                    batch = await service.after_position(
+                        session, principal.org_id, cursor, 200, cluster_id
+                    )
                 for event in batch:
                     cursor = event.position
                     body = json.dumps(service.render(event).model_dump(mode="json"))

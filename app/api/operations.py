@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.api.deps import ClusterId, ContextDep, OperationId, PageSize, PageToken, SessionDep
+from app.auth import Operator, Principal, Viewer
 from app.db import unit_of_work
 from app.domain.plans import OperationKind
 from app.schemas.common import NO_NUL, Page
@@ -19,7 +20,7 @@ from app.schemas.operations import (
     OperationStatusName,
 )
 from app.schemas.problems import problems
-from app.services import idempotency
+from app.services import audit, idempotency
 from app.services import operations as service
 
 router = APIRouter(tags=["operations"])
@@ -38,6 +39,7 @@ async def _start(
     cluster_id: str,
     request: Request,
     context: ContextDep,
+    principal: Principal,
     body: OperationRequest | None,
     key: str | None,
 ) -> JSONResponse:
@@ -46,15 +48,27 @@ async def _start(
     print_ = idempotency.fingerprint("POST", request.url.path, body.model_dump(mode="json"))
 
     async def produce(session):  # type: ignore[no-untyped-def]
-        operation = await service.start(session, context.enqueue, cluster_id, kind, body, None)
+        operation = await service.start(
+            session, context.enqueue, principal.org_id, cluster_id, kind, body, principal.actor
+        )
         out = service.render(operation, await service.steps_of(session, operation.id))
         location = f"/v1/operations/{operation.id}"
+        audit.record(session, request, 202, detail={"operation_id": operation.id})
         return 202, out.model_dump(mode="json"), {"Location": location}
 
-    stored = await idempotency.run_once(context.sessions, "default", key, print_, produce)
+    # Keys are scoped to the caller's organization.
+    stored = await idempotency.run_once(context.sessions, principal.org_id, key, print_, produce)
     headers = dict(stored.headers)
     if stored.replayed:
         headers["Idempotent-Replayed"] = "true"
+        async with unit_of_work(context.sessions) as session:
+            audit.record(
+                session,
+                request,
+                stored.status_code,
+                outcome="replayed",
+                detail={"operation_id": stored.body.get("id")},
+            )
     return JSONResponse(stored.body, status_code=stored.status_code, headers=headers)
 
 
@@ -74,10 +88,13 @@ async def failover(
     cluster_id: ClusterId,
     request: Request,
     context: ContextDep,
+    principal: Operator,
     body: OperationRequest | None = None,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    return await _start(OperationKind.FAILOVER, cluster_id, request, context, body, idempotency_key)
+    return await _start(
+        OperationKind.FAILOVER, cluster_id, request, context, principal, body, idempotency_key
+    )
 
 
 @router.post(
@@ -89,10 +106,13 @@ async def failback(
     cluster_id: ClusterId,
     request: Request,
     context: ContextDep,
+    principal: Operator,
     body: OperationRequest | None = None,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    return await _start(OperationKind.FAILBACK, cluster_id, request, context, body, idempotency_key)
+    return await _start(
+        OperationKind.FAILBACK, cluster_id, request, context, principal, body, idempotency_key
+    )
 
 
 @router.get(
@@ -104,6 +124,7 @@ async def failback(
 async def get_operation(
     operation_id: OperationId,
     context: ContextDep,
+    principal: Viewer,
     wait: Annotated[int, Query(ge=0, le=60, description="Seconds to wait for done")] = 0,
 ) -> OperationOut:
     deadline = time.monotonic() + wait
@@ -111,7 +132,7 @@ async def get_operation(
         while True:
             changed.clear()
             async with unit_of_work(context.sessions) as session:
-                out = await service.load(session, operation_id)
+                out = await service.load(session, principal.org_id, operation_id)
             remaining = deadline - time.monotonic()
             if out.done or remaining <= 0:
                 # Already validated: skip FastAPI's second pass through response_model.
@@ -128,6 +149,7 @@ async def get_operation(
 )
 async def list_operations(
     session: SessionDep,
+    principal: Viewer,
     cluster_id: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
     status: OperationStatusName | None = None,
     kind: KindName | None = None,
@@ -136,6 +158,7 @@ async def list_operations(
 ) -> Page[OperationOut]:
     items, token = await service.list_operations(
         session,
+        org_id=principal.org_id,
         cluster_id=cluster_id,
         status=status,
         kind=kind,
@@ -153,9 +176,13 @@ async def list_operations(
     responses=problems(404, 409, 422),
 )
 async def cancel_operation(
-    operation_id: OperationId, session: SessionDep, context: ContextDep, response: Response
+    operation_id: OperationId,
+    session: SessionDep,
+    context: ContextDep,
+    response: Response,
+    principal: Operator,
 ) -> OperationOut:
-    operation = await service.cancel(session, context.enqueue, operation_id)
+    operation = await service.cancel(session, context.enqueue, principal.org_id, operation_id)
     response.headers["Location"] = f"/v1/operations/{operation.id}"
     return service.render(operation, await service.steps_of(session, operation.id))
 
@@ -168,8 +195,12 @@ async def cancel_operation(
     responses=problems(404, 409, 422),
 )
 async def retry_operation(
-    operation_id: OperationId, session: SessionDep, context: ContextDep, response: Response
+    operation_id: OperationId,
+    session: SessionDep,
+    context: ContextDep,
+    response: Response,
+    principal: Operator,
 ) -> OperationOut:
-    operation = await service.retry(session, context.enqueue, operation_id)
+    operation = await service.retry(session, context.enqueue, principal.org_id, operation_id)
     response.headers["Location"] = f"/v1/operations/{operation.id}"
     return service.render(operation, await service.steps_of(session, operation.id))

@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 
 from app.api.deps import ContextDep, DeliveryId, PageSize, PageToken, SessionDep, WebhookId
+from app.auth import Admin, Viewer
 from app.schemas.common import Page
 from app.schemas.problems import problems
 from app.schemas.webhooks import DeliveryOut, PingResult, WebhookCreate, WebhookOut, WebhookPatch
@@ -21,9 +22,13 @@ router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
     responses=problems(400, 422),
 )
 async def create_webhook(
-    body: WebhookCreate, session: SessionDep, context: ContextDep, response: Response
+    body: WebhookCreate,
+    session: SessionDep,
+    principal: Admin,
+    context: ContextDep,
+    response: Response,
 ) -> WebhookOut:
-    endpoint = await service.create(session, body, context.settings)
+    endpoint = await service.create(session, principal.org_id, body, context.settings)
     response.headers["Location"] = f"/v1/webhooks/{endpoint.id}"
     return service.render(endpoint, reveal=True)
 
@@ -35,9 +40,9 @@ async def create_webhook(
     responses=problems(400, 422),
 )
 async def list_webhooks(
-    session: SessionDep, page_size: PageSize = 50, page_token: PageToken = None
+    session: SessionDep, principal: Viewer, page_size: PageSize = 50, page_token: PageToken = None
 ) -> Page[WebhookOut]:
-    items, token = await service.list_endpoints(session, page_size, page_token)
+    items, token = await service.list_endpoints(session, principal.org_id, page_size, page_token)
     return Page[WebhookOut](items=items, next_page_token=token)
 
 
@@ -47,8 +52,8 @@ async def list_webhooks(
     summary="Get a webhook endpoint (secret masked)",
     responses=problems(404, 422),
 )
-async def get_webhook(webhook_id: WebhookId, session: SessionDep) -> WebhookOut:
-    return service.render(await service.get(session, webhook_id))
+async def get_webhook(webhook_id: WebhookId, session: SessionDep, principal: Viewer) -> WebhookOut:
+    return service.render(await service.get(session, principal.org_id, webhook_id))
 
 
 @router.patch(
@@ -58,9 +63,15 @@ async def get_webhook(webhook_id: WebhookId, session: SessionDep) -> WebhookOut:
     responses=problems(400, 404, 422),
 )
 async def patch_webhook(
-    webhook_id: WebhookId, body: WebhookPatch, session: SessionDep, context: ContextDep
+    webhook_id: WebhookId,
+    body: WebhookPatch,
+    session: SessionDep,
+    principal: Admin,
+    context: ContextDep,
 ) -> WebhookOut:
-    return service.render(await service.update(session, webhook_id, body, context.settings))
+    return service.render(
+        await service.update(session, principal.org_id, webhook_id, body, context.settings)
+    )
 
 
 @router.delete(
@@ -69,8 +80,8 @@ async def patch_webhook(
     summary="Delete a webhook endpoint and its delivery log",
     responses=problems(404, 422),
 )
-async def delete_webhook(webhook_id: WebhookId, session: SessionDep) -> Response:
-    await service.remove(session, webhook_id)
+async def delete_webhook(webhook_id: WebhookId, session: SessionDep, principal: Admin) -> Response:
+    await service.remove(session, principal.org_id, webhook_id)
     return Response(status_code=204)
 
 
@@ -81,9 +92,9 @@ async def delete_webhook(webhook_id: WebhookId, session: SessionDep) -> Response
     responses=problems(404, 422),
 )
 async def rotate_secret(
-    webhook_id: WebhookId, session: SessionDep, context: ContextDep
+    webhook_id: WebhookId, session: SessionDep, principal: Admin, context: ContextDep
 ) -> WebhookOut:
-    endpoint = await service.rotate_secret(session, webhook_id, context.settings)
+    endpoint = await service.rotate_secret(session, principal.org_id, webhook_id, context.settings)
     return service.render(endpoint, reveal=True)
 
 
@@ -94,9 +105,9 @@ async def rotate_secret(
     responses=problems(404, 422),
 )
 async def test_webhook(
-    webhook_id: WebhookId, session: SessionDep, context: ContextDep
+    webhook_id: WebhookId, session: SessionDep, principal: Admin, context: ContextDep
 ) -> PingResult:
-    return await service.ping(session, webhook_id, context.http, context.settings)
+    return await service.ping(session, principal.org_id, webhook_id, context.http, context.settings)
 
 
 @router.get(
@@ -108,11 +119,14 @@ async def test_webhook(
 async def list_deliveries(
     webhook_id: WebhookId,
     session: SessionDep,
+    principal: Viewer,
     status: Annotated[Literal["pending", "succeeded", "failed"] | None, Query()] = None,
     page_size: PageSize = 50,
     page_token: PageToken = None,
 ) -> Page[DeliveryOut]:
-    items, token = await service.list_deliveries(session, webhook_id, status, page_size, page_token)
+    items, token = await service.list_deliveries(
+        session, principal.org_id, webhook_id, status, page_size, page_token
+    )
     return Page[DeliveryOut](items=items, next_page_token=token)
 
 
@@ -123,9 +137,9 @@ async def list_deliveries(
     responses=problems(404, 422),
 )
 async def get_delivery(
-    webhook_id: WebhookId, delivery_id: DeliveryId, session: SessionDep
+    webhook_id: WebhookId, delivery_id: DeliveryId, session: SessionDep, principal: Viewer
 ) -> DeliveryOut:
-    return await service.get_delivery(session, webhook_id, delivery_id)
+    return await service.get_delivery(session, principal.org_id, webhook_id, delivery_id)
 
 
 @router.post(
@@ -136,6 +150,6 @@ async def get_delivery(
     responses=problems(404, 409, 422),
 )
 async def redeliver(
-    webhook_id: WebhookId, delivery_id: DeliveryId, session: SessionDep
+    webhook_id: WebhookId, delivery_id: DeliveryId, session: SessionDep, principal: Admin
 ) -> DeliveryOut:
-    return await service.redeliver(session, webhook_id, delivery_id)
+    return await service.redeliver(session, principal.org_id, webhook_id, delivery_id)

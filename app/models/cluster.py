@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from app.models.base import JSONType, UTCDateTime, utcnow
@@ -12,9 +13,11 @@ class Cluster(SQLModel, table=True):
     """A DR pair. `state` is written only by app/services/transitions.py."""
 
     __tablename__ = "clusters"
+    __table_args__ = (sa.UniqueConstraint("org_id", "name", name="uq_clusters_org_name"),)
 
     id: str = Field(primary_key=True, max_length=40)
-    name: str = Field(unique=True, max_length=100)
+    org_id: str = Field(foreign_key="organizations.id", max_length=40, index=True)
+    name: str = Field(max_length=100)
     primary: dict[str, Any] = Field(sa_type=JSONType)
     secondary: dict[str, Any] = Field(sa_type=JSONType)
     driver: dict[str, Any] = Field(sa_type=JSONType)

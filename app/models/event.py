@@ -21,6 +21,7 @@ class Event(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=40)
     # Null for events about no pair (a webhook endpoint disabled); their sequence is 0.
     cluster_id: str | None = Field(default=None, max_length=40)
+    org_id: str = Field(max_length=40, index=True)
     sequence: int
     # Global, gap-free, in commit order: the cursor of the feed and the live stream.
     position: int

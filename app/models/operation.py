@@ -25,6 +25,7 @@ class Operation(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=40)
     cluster_id: str = Field(foreign_key="clusters.id", max_length=40)
+    org_id: str = Field(foreign_key="organizations.id", max_length=40, index=True)
     kind: str = Field(max_length=16)
     mode: str = Field(max_length=16)
     status: str = Field(max_length=16, index=True)

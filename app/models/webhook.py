@@ -13,6 +13,7 @@ class WebhookEndpoint(SQLModel, table=True):
     __tablename__ = "webhook_endpoints"
 
     id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="organizations.id", max_length=40, index=True)
     url: str = Field(max_length=2000)
     kind: str = Field(max_length=16)  # standard | pagerduty
     # Empty: every event type.

@@ -21,10 +21,14 @@ class ProblemDetails(BaseModel):
 
 _DESCRIPTIONS = {
     400: "Bad request (missing Idempotency-Key, malformed JSON, bad page token)",
+    401: "No token, or an unknown, expired or revoked one",
+    403: "The token's role does not allow this",
     404: "Not found",
     409: "Conflict with the current state (names it and the allowed actions)",
     412: "If-Match does not match the current version",
+    413: "The request body is over 1 MiB",
     422: "Validation failed, or an Idempotency-Key reused with another request",
+    429: "Too many changes with this token; see Retry-After",
     503: "Not ready",
 }
 

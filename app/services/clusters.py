@@ -18,16 +18,18 @@ from app.schemas.clusters import ClusterCreate, ClusterOut, ClusterPatch
 from app.services.pagination import decode_time_key, encode_time_key
 
 
-async def get(session: AsyncSession, cluster_id: str) -> Cluster:
+async def get(session: AsyncSession, org_id: str, cluster_id: str) -> Cluster:
+    """The pair, if it belongs to `org_id`: another organization's pair is not found."""
     cluster = await session.get(Cluster, cluster_id, populate_existing=True)
-    if cluster is None:
+    if cluster is None or cluster.org_id != org_id:
         raise NotFound(f"cluster {cluster_id} does not exist")
     return cluster
 
 
-async def create(session: AsyncSession, body: ClusterCreate) -> Cluster:
+async def create(session: AsyncSession, org_id: str, body: ClusterCreate) -> Cluster:
     cluster = Cluster(
         id=new_id("cl"),
+        org_id=org_id,
         name=body.name,
         primary=body.primary.model_dump(),
         secondary=body.secondary.model_dump(),
@@ -59,7 +61,7 @@ async def _needs_attention(session: AsyncSession, operation_ids: list[str]) -> s
 def _render(cluster: Cluster, needs_attention: bool) -> ClusterOut:
     return ClusterOut.model_validate(
         {
-            **cluster.model_dump(exclude={"event_seq"}),
+            **cluster.model_dump(exclude={"event_seq", "org_id"}),
             "needs_attention": needs_attention,
             "allowed_actions": allowed_actions(cluster.state),
         }
@@ -72,9 +74,9 @@ async def render(session: AsyncSession, cluster: Cluster) -> ClusterOut:
 
 
 async def list_clusters(
-    session: AsyncSession, page_size: int, page_token: str | None
+    session: AsyncSession, org_id: str, page_size: int, page_token: str | None
 ) -> tuple[list[ClusterOut], str | None]:
-    query = select(Cluster)
+    query = select(Cluster).where(col(Cluster.org_id) == org_id)
     after = decode_time_key(page_token)
     if after is not None:
         created, last_id = after
@@ -117,9 +119,9 @@ def check_version(cluster: Cluster, if_match: str | None) -> None:
 
 
 async def update(
-    session: AsyncSession, cluster_id: str, body: ClusterPatch, if_match: str | None
+    session: AsyncSession, org_id: str, cluster_id: str, body: ClusterPatch, if_match: str | None
 ) -> Cluster:
-    cluster = await get(session, cluster_id)
+    cluster = await get(session, org_id, cluster_id)
     # Lock the row so a failover cannot start between this check and the write.
     await session.refresh(cluster, with_for_update=True)
     check_version(cluster, if_match)
@@ -148,8 +150,8 @@ async def update(
     return cluster
 
 
-async def remove(session: AsyncSession, cluster_id: str, if_match: str | None) -> None:
-    cluster = await get(session, cluster_id)
+async def remove(session: AsyncSession, org_id: str, cluster_id: str, if_match: str | None) -> None:
+    cluster = await get(session, org_id, cluster_id)
     await session.refresh(cluster, with_for_update=True)
     check_version(cluster, if_match)
     if cluster.state not in (

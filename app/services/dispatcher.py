@@ -346,4 +346,5 @@ class Dispatcher:
             None,
             "webhook.endpoint_disabled",
             {"endpoint_id": endpoint.id, "url": endpoint.url, "reason": reason},
+            org_id=endpoint.org_id,
         )

@@ -26,7 +26,12 @@ async def _next(session: AsyncSession, statement: Any) -> int:
 
 
 async def emit_event(
-    session: AsyncSession, cluster_id: str | None, type_: str, data: dict[str, Any]
+    session: AsyncSession,
+    cluster_id: str | None,
+    type_: str,
+    data: dict[str, Any],
+    *,
+    org_id: str | None = None,
 ) -> Event:
     """Append an event in the caller's transaction, with its webhook deliveries.
 
@@ -36,14 +41,18 @@ async def emit_event(
     """
     sequence = 0
     if cluster_id is not None:
-        sequence = await _next(
-            session,
-            update(Cluster)
-            .where(col(Cluster.id) == cluster_id)
-            .values(event_seq=Cluster.event_seq + 1)
-            .returning(col(Cluster.event_seq))
-            .execution_options(synchronize_session=False),
-        )
+        row = (
+            await session.execute(
+                update(Cluster)
+                .where(col(Cluster.id) == cluster_id)
+                .values(event_seq=Cluster.event_seq + 1)
+                .returning(col(Cluster.event_seq), col(Cluster.org_id))
+                .execution_options(synchronize_session=False)
+            )
+        ).one()
+        sequence, org_id = int(row[0]), str(row[1])
+    if org_id is None:
+        raise ValueError("an event about no pair needs its organization")
     position = await _next(
         session,
         update(Counter)
@@ -55,6 +64,7 @@ async def emit_event(
     event = Event(
         id=new_id("evt"),
         cluster_id=cluster_id,
+        org_id=org_id,
         sequence=sequence,
         position=position,
         type=type_,
@@ -108,20 +118,24 @@ async def list_for_cluster(
 
 
 async def after_position(
-    session: AsyncSession, position: int, limit: int, cluster_id: str | None = None
+    session: AsyncSession, org_id: str, position: int, limit: int, cluster_id: str | None = None
 ) -> list[Event]:
-    """Events past a global position, in order: the feed and the live stream."""
-    query = select(Event).where(col(Event.position) > position)
+    """An organization's events past a global position, in order: the feed, the stream."""
+    query = select(Event).where(col(Event.position) > position, col(Event.org_id) == org_id)
     if cluster_id is not None:
         query = query.where(col(Event.cluster_id) == cluster_id)
     return list(await session.scalars(query.order_by(col(Event.position)).limit(limit)))
 
 
 async def list_global(
-    session: AsyncSession, cluster_id: str | None, page_size: int, page_token: str | None
+    session: AsyncSession,
+    org_id: str,
+    cluster_id: str | None,
+    page_size: int,
+    page_token: str | None,
 ) -> tuple[list[tuple[int, EventOut]], str | None]:
     after = decode_int_key(page_token) or 0
-    rows = await after_position(session, after, page_size, cluster_id)
+    rows = await after_position(session, org_id, after, page_size, cluster_id)
     # A feed always hands back a cursor, so a poller can ask again for what comes next.
     token = encode_token([rows[-1].position if rows else after])
     return [(e.position, render(e)) for e in rows], token

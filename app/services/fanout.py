@@ -23,7 +23,7 @@ async def create_deliveries(session: AsyncSession, event: Event) -> int:
     # delivery never refers to a deleted endpoint (and the event's transaction never fails).
     endpoints = await session.scalars(
         select(WebhookEndpoint)
-        .where(col(WebhookEndpoint.enabled).is_(True))
+        .where(col(WebhookEndpoint.enabled).is_(True), col(WebhookEndpoint.org_id) == event.org_id)
         .with_for_update(read=True, key_share=True)
     )
     now = utcnow()

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.db import after_commit
 from app.domain.plans import (
@@ -41,13 +42,14 @@ def refused(state: str, action: str, detail: str | None = None) -> InvalidTransi
 async def start(
     session: AsyncSession,
     enqueue: Enqueue,
+    org_id: str,
     cluster_id: str,
     kind: OperationKind,
     request: OperationRequest,
     requested_by: str | None,
 ) -> Operation:
     rules = RULES[kind]
-    cluster = await cluster_service.get(session, cluster_id)
+    cluster = await cluster_service.get(session, org_id, cluster_id)
     state = await current_state(session, cluster.id)
     try:
         next_state(state, rules.accepted)
@@ -57,6 +59,7 @@ async def start(
     operation = Operation(
         id=new_id("op"),
         cluster_id=cluster.id,
+        org_id=cluster.org_id,
         kind=kind.value,
         mode=request.mode,
         status=OperationStatus.QUEUED.value,
@@ -102,15 +105,17 @@ async def start(
     return operation
 
 
-async def get(session: AsyncSession, operation_id: str) -> Operation:
+async def get(session: AsyncSession, org_id: str, operation_id: str) -> Operation:
     operation = await session.get(Operation, operation_id, populate_existing=True)
-    if operation is None:
+    if operation is None or operation.org_id != org_id:
         raise NotFound(f"operation {operation_id} does not exist")
     return operation
 
 
-async def cancel(session: AsyncSession, enqueue: Enqueue, operation_id: str) -> Operation:
-    operation = await get(session, operation_id)
+async def cancel(
+    session: AsyncSession, enqueue: Enqueue, org_id: str, operation_id: str
+) -> Operation:
+    operation = await get(session, org_id, operation_id)
     if operation.status == OperationStatus.CANCELLING.value:
         return operation
     # The same row the worker locks before it starts the first irreversible step:
@@ -125,7 +130,7 @@ async def cancel(session: AsyncSession, enqueue: Enqueue, operation_id: str) -> 
         .values(status=OperationStatus.CANCELLING.value, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    operation = await get(session, operation_id)
+    operation = await get(session, org_id, operation_id)
     if result.rowcount != 1:  # type: ignore[attr-defined]
         if operation.past_point_of_no_return:
             raise PointOfNoReturn(
@@ -149,10 +154,12 @@ async def cancel(session: AsyncSession, enqueue: Enqueue, operation_id: str) -> 
     return operation
 
 
-async def retry(session: AsyncSession, enqueue: Enqueue, operation_id: str) -> Operation:
+async def retry(
+    session: AsyncSession, enqueue: Enqueue, org_id: str, operation_id: str
+) -> Operation:
     """Resume a failed operation that left its pair mid-switch: from its failed step, or
     (when a rollback failed) by rolling back again."""
-    operation = await get(session, operation_id)
+    operation = await get(session, org_id, operation_id)
     if not operation.needs_attention:
         raise InvalidTransition(
             f"operation is {operation.status}; only a failed operation that left the cluster "
@@ -195,7 +202,7 @@ async def retry(session: AsyncSession, enqueue: Enqueue, operation_id: str) -> O
         .values(status=StepStatus.PENDING.value, error=None, finished_at=None)
         .execution_options(synchronize_session=False)
     )
-    operation = await get(session, operation_id)
+    operation = await get(session, org_id, operation_id)
     await emit_event(
         session, operation.cluster_id, "operation.retried", {"operation_id": operation.id}
     )
@@ -256,21 +263,22 @@ def render(operation: Operation, steps: list[OperationStep]) -> OperationOut:
     )
 
 
-async def load(session: AsyncSession, operation_id: str) -> OperationOut:
-    operation = await get(session, operation_id)
+async def load(session: AsyncSession, org_id: str, operation_id: str) -> OperationOut:
+    operation = await get(session, org_id, operation_id)
     return render(operation, await steps_of(session, operation_id))
 
 
 async def list_operations(
     session: AsyncSession,
     *,
+    org_id: str,
     cluster_id: str | None,
     status: str | None,
     kind: str | None,
     page_size: int,
     page_token: str | None,
 ) -> tuple[list[OperationOut], str | None]:
-    query = select(Operation)
+    query = select(Operation).where(col(Operation.org_id) == org_id)
     if cluster_id is not None:
         query = query.where(Operation.cluster_id == cluster_id)  # type: ignore[arg-type]
     if status is not None:

@@ -52,11 +52,14 @@ def render(endpoint: WebhookEndpoint, *, reveal: bool = False) -> WebhookOut:
     )
 
 
-async def create(session: AsyncSession, body: WebhookCreate, settings: Settings) -> WebhookEndpoint:
+async def create(
+    session: AsyncSession, org_id: str, body: WebhookCreate, settings: Settings
+) -> WebhookEndpoint:
     url = str(body.url) if body.url is not None else settings.pagerduty_events_url
     await _guard(url, settings)
     endpoint = WebhookEndpoint(
         id=new_id("wh"),
+        org_id=org_id,
         url=url,
         kind=body.kind,
         event_types=list(body.event_types),
@@ -69,17 +72,17 @@ async def create(session: AsyncSession, body: WebhookCreate, settings: Settings)
     return endpoint
 
 
-async def get(session: AsyncSession, endpoint_id: str) -> WebhookEndpoint:
+async def get(session: AsyncSession, org_id: str, endpoint_id: str) -> WebhookEndpoint:
     endpoint = await session.get(WebhookEndpoint, endpoint_id, populate_existing=True)
-    if endpoint is None:
+    if endpoint is None or endpoint.org_id != org_id:
         raise NotFound(f"webhook endpoint {endpoint_id} does not exist")
     return endpoint
 
 
 async def list_endpoints(
-    session: AsyncSession, page_size: int, page_token: str | None
+    session: AsyncSession, org_id: str, page_size: int, page_token: str | None
 ) -> tuple[list[WebhookOut], str | None]:
-    query = select(WebhookEndpoint)
+    query = select(WebhookEndpoint).where(col(WebhookEndpoint.org_id) == org_id)
     after = decode_time_key(page_token)
     if after is not None:
         created, last_id = after
@@ -96,9 +99,9 @@ async def list_endpoints(
 
 
 async def update(
-    session: AsyncSession, endpoint_id: str, body: WebhookPatch, settings: Settings
+    session: AsyncSession, org_id: str, endpoint_id: str, body: WebhookPatch, settings: Settings
 ) -> WebhookEndpoint:
-    endpoint = await get(session, endpoint_id)
+    endpoint = await get(session, org_id, endpoint_id)
     changes = body.model_dump(exclude_unset=True)
     if changes.get("url") is not None:
         url = str(body.url)
@@ -120,8 +123,8 @@ async def update(
     return endpoint
 
 
-async def remove(session: AsyncSession, endpoint_id: str) -> None:
-    endpoint = await get(session, endpoint_id)
+async def remove(session: AsyncSession, org_id: str, endpoint_id: str) -> None:
+    endpoint = await get(session, org_id, endpoint_id)
     delivery_ids = select(col(WebhookDelivery.id)).where(
         col(WebhookDelivery.endpoint_id) == endpoint_id
     )
@@ -146,10 +149,10 @@ async def remove(session: AsyncSession, endpoint_id: str) -> None:
 
 
 async def rotate_secret(
-    session: AsyncSession, endpoint_id: str, settings: Settings
+    session: AsyncSession, org_id: str, endpoint_id: str, settings: Settings
 ) -> WebhookEndpoint:
     """A new secret signs from now on; the old one signs too for the overlap period."""
-    endpoint = await get(session, endpoint_id)
+    endpoint = await get(session, org_id, endpoint_id)
     now = utcnow()
     endpoint.previous_secret = endpoint.secret
     endpoint.previous_secret_expires_at = now + timedelta(seconds=settings.webhook_secret_overlap_s)
@@ -160,10 +163,14 @@ async def rotate_secret(
 
 
 async def ping(
-    session: AsyncSession, endpoint_id: str, http: httpx.AsyncClient, settings: Settings
+    session: AsyncSession,
+    org_id: str,
+    endpoint_id: str,
+    http: httpx.AsyncClient,
+    settings: Settings,
 ) -> PingResult:
     """Send a signed `webhook.ping` now and report how the receiver answered."""
-    endpoint = await get(session, endpoint_id)
+    endpoint = await get(session, org_id, endpoint_id)
     now = utcnow()
     message_id = new_id("ping")
     body = json.dumps(
@@ -224,12 +231,13 @@ async def _render_delivery(session: AsyncSession, delivery: WebhookDelivery) -> 
 
 async def list_deliveries(
     session: AsyncSession,
+    org_id: str,
     endpoint_id: str,
     status: str | None,
     page_size: int,
     page_token: str | None,
 ) -> tuple[list[DeliveryOut], str | None]:
-    await get(session, endpoint_id)
+    await get(session, org_id, endpoint_id)
     query = select(WebhookDelivery).where(col(WebhookDelivery.endpoint_id) == endpoint_id)
     if status is not None:
         query = query.where(col(WebhookDelivery.status) == status)
@@ -248,16 +256,20 @@ async def list_deliveries(
     return [await _render_delivery(session, d) for d in rows], token
 
 
-async def get_delivery(session: AsyncSession, endpoint_id: str, delivery_id: str) -> DeliveryOut:
+async def get_delivery(
+    session: AsyncSession, org_id: str, endpoint_id: str, delivery_id: str
+) -> DeliveryOut:
     delivery = await session.get(WebhookDelivery, delivery_id, populate_existing=True)
     if delivery is None or delivery.endpoint_id != endpoint_id:
         raise NotFound(f"delivery {delivery_id} does not exist")
     return await _render_delivery(session, delivery)
 
 
-async def redeliver(session: AsyncSession, endpoint_id: str, delivery_id: str) -> DeliveryOut:
+async def redeliver(
+    session: AsyncSession, org_id: str, endpoint_id: str, delivery_id: str
+) -> DeliveryOut:
     """A new delivery of the same event: same webhook-id, a fresh retry schedule."""
-    endpoint = await get(session, endpoint_id)
+    endpoint = await get(session, org_id, endpoint_id)
     original = await session.get(WebhookDelivery, delivery_id)
     if original is None or original.endpoint_id != endpoint_id:
         raise NotFound(f"delivery {delivery_id} does not exist")

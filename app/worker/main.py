@@ -19,7 +19,7 @@ from app.drivers import driver_for
 from app.migrations import current_revision, head_revision
 from app.services.dispatcher import Dispatcher
 from app.services.executor import Executor
-from app.services.notify import publish
+from app.services.notify import EVENTS, Notifier, publish
 from app.worker.run_operation import run_operation
 from app.worker.sweeper import sweep
 
@@ -53,8 +53,26 @@ async def startup(ctx: dict[str, Any]) -> None:
         notify=notify,
     )
     dispatcher = Dispatcher(context.sessions, context.http, settings, owner)
-    ctx["dispatcher_task"] = asyncio.create_task(dispatcher.run_forever())
+    context.notifier.start()
+    ctx["dispatcher_task"] = asyncio.create_task(dispatch(dispatcher, context.notifier))
     log.info("worker %s started on queue %s", owner, settings.queue_name)
+
+
+async def dispatch(dispatcher: Dispatcher, notifier: Notifier) -> None:
+    """Run the dispatcher, woken by every commit that appends events (it polls too)."""
+
+    async def relay() -> None:
+        with notifier.watch(EVENTS) as committed:
+            while True:
+                await committed.wait()
+                committed.clear()
+                dispatcher.wake.set()
+
+    relay_task = asyncio.create_task(relay())
+    try:
+        await dispatcher.run_forever()
+    finally:
+        relay_task.cancel()
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:

@@ -416,7 +416,9 @@ async def test_api_refuses_private_url_when_not_allowed(
     endpoint = await register(client, url=receiver.url, event_types=["operation.cancelled"])
     try:
         await asyncio.to_thread(strict.start)
-        async with httpx.AsyncClient(base_url=strict.base_url, timeout=30) as api:
+        async with httpx.AsyncClient(
+            base_url=strict.base_url, timeout=30, headers=dict(client.headers)
+        ) as api:
             before = {e["id"] for e in await list_all(api)}
             for url in ("http://127.0.0.1:9/x", "http://[::1]:9/x", "http://10.1.2.3/x"):
                 response = await api.post("/v1/webhooks", json={"url": url})
