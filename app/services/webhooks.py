@@ -259,6 +259,7 @@ async def list_deliveries(
 async def get_delivery(
     session: AsyncSession, org_id: str, endpoint_id: str, delivery_id: str
 ) -> DeliveryOut:
+    await get(session, org_id, endpoint_id)  # another organization's: not found
     delivery = await session.get(WebhookDelivery, delivery_id, populate_existing=True)
     if delivery is None or delivery.endpoint_id != endpoint_id:
         raise NotFound(f"delivery {delivery_id} does not exist")
