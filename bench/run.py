@@ -49,6 +49,8 @@ from bench.stats import median, p95, summary_ms, table
 from tests.stack import ROOT, Process, Stack
 
 RESULTS = ROOT / "bench" / "results" / "latest.json"
+BENCH_TOKEN = "tdm_" + secrets.token_urlsafe(32)
+AUTH = {"Authorization": f"Bearer {BENCH_TOKEN}"}
 
 WARMUP = 3
 LATENCY_SAMPLES = int(os.environ.get("BENCH_SAMPLES", "40"))
@@ -313,7 +315,9 @@ async def phase_throughput(base_url: str, api_pid: int, op_id: str) -> dict[str,
     paths = {"healthz": "/healthz", "operation": f"/v1/operations/{op_id}"}
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     runs: dict[str, list[dict[str, Any]]] = {"healthz": [], "operation": []}
-    async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=30, limits=limits, headers=AUTH
+    ) as client:
         for path in paths.values():  # warm-up: connections, caches
             await hammer(client, path, 200, RUN_BUDGET_S / 4)
         order = ["healthz", "operation"]
@@ -337,7 +341,7 @@ async def measure(stack: Stack, env: dict[str, str], pg: dict[str, str], noop: P
     results: dict[str, Any] = {"probes": await probes(pg["dsn"], redis_url)}
     assert stack.api is not None
     pids = {"api": stack.api.pid, "worker": stack.workers[0].pid, "noop": noop.pid}
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60, headers=AUTH) as client:
         results["latency"] = await asyncio.wait_for(
             phase_latency(client, redis_url, env["BENCH_QUEUE"], env["BENCH_JOB_PREFIX"], pg, pids),
             PHASE_TIMEOUT_S,
@@ -548,6 +552,9 @@ def main() -> int:
             "TANDEM_DATA_DIR": str(tmp / "data"),
             "TANDEM_LOG_LEVEL": "info",
             "TANDEM_WEBHOOK_ALLOW_PRIVATE": "1",
+            # The first API start registers it as the admin token the bench uses.
+            "TANDEM_BOOTSTRAP_TOKEN": BENCH_TOKEN,
+            "TANDEM_RATE_LIMIT_PER_MINUTE": "1000000",
             "BENCH_REDIS_URL": redis_url,
             "BENCH_QUEUE": f"{queue}:noop",
             "BENCH_JOB_PREFIX": f"bench-{token}-",

@@ -306,9 +306,9 @@ async def measure(
     # As the API's and worker's sessions: a commit that appends events publishes on Redis.
     sessions = session_factory(engine, info={"redis": redis})
     try:
-        async with httpx.AsyncClient(base_url=base_url, timeout=30) as api:
-            from bench.run import pair_body  # noqa: PLC0415 (run.py imports this module)
+        from bench.run import AUTH, pair_body  # noqa: PLC0415 (run.py imports this module)
 
+        async with httpx.AsyncClient(base_url=base_url, timeout=30, headers=AUTH) as api:
             response = await api.post("/v1/clusters", json=pair_body())
             response.raise_for_status()
             cluster_id = response.json()["id"]

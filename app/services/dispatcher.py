@@ -34,6 +34,8 @@ from app.services.events import emit_event, render
 log = logging.getLogger("tandem.dispatcher")
 
 LEASE_NAME = "webhook-dispatcher"
+# Deliveries sent between two writes of their results, per lane.
+BATCH = 50
 Lane = tuple[str, str | None]
 
 
@@ -242,14 +244,104 @@ class Dispatcher:
 
     async def _run_lane(self, lane: Lane, delivery_ids: list[str]) -> None:
         try:
-            for delivery_id in delivery_ids:
-                if not await self.attempt(delivery_id):
+            for start in range(0, len(delivery_ids), BATCH):
+                if not await self._send_batch(lane, delivery_ids[start : start + BATCH]):
                     break  # the rest are tried on the next round, on their own schedule
         except Exception:
             log.exception("lane %s failed", lane)
         finally:
             self._lanes.pop(lane, None)
             self.wake.set()
+
+    async def _send_batch(self, lane: Lane, delivery_ids: list[str]) -> bool:
+        """Send a lane's deliveries in order, reading them in one transaction and
+        recording the successes in another; a failure is recorded on its own and ends
+        the batch. A crash in between re-sends at most one batch (same webhook-id)."""
+        endpoint_id = lane[0]
+        async with unit_of_work(self._sessions) as session:
+            endpoint = await session.get(WebhookEndpoint, endpoint_id, populate_existing=True)
+            rows = list(
+                await session.scalars(
+                    select(WebhookDelivery)
+                    .where(
+                        col(WebhookDelivery.id).in_(delivery_ids),
+                        col(WebhookDelivery.status) == "pending",
+                    )
+                    .order_by(col(WebhookDelivery.position))
+                )
+            )
+            events = {
+                event.id: event
+                for event in await session.scalars(
+                    select(Event).where(col(Event.id).in_([d.event_id for d in rows]))
+                )
+            }
+        if endpoint is None or not endpoint.enabled:
+            for delivery in rows:
+                await self.attempt(delivery.id)  # settles each as failed, with the reason
+            return True
+        sent: list[tuple[WebhookDelivery, Outcome]] = []
+        settled = True
+        for delivery in rows:
+            event = events.get(delivery.event_id)
+            request = build_request(endpoint, event, utcnow(), self._settings) if event else None
+            if request is None:
+                settled = await self.attempt(delivery.id)
+                continue
+            outcome = await send(self._http, request, self._settings)
+            if not outcome.ok:
+                await self._record_sent(sent)
+                sent = []
+                settled = await self.record(delivery.id, delivery.attempts, outcome)
+                break
+            sent.append((delivery, outcome))
+        await self._record_sent(sent)
+        return settled
+
+    async def _record_sent(self, sent: list[tuple[WebhookDelivery, Outcome]]) -> None:
+        if not sent:
+            return
+        now = utcnow()
+        async with unit_of_work(self._sessions) as session:
+            for delivery, outcome in sent:
+                await session.execute(
+                    update(WebhookDelivery)
+                    .where(
+                        col(WebhookDelivery.id) == delivery.id,
+                        col(WebhookDelivery.status) == "pending",
+                        col(WebhookDelivery.attempts) == delivery.attempts,
+                    )
+                    .values(
+                        status="succeeded",
+                        attempts=delivery.attempts + 1,
+                        delivered_at=now,
+                        last_status_code=outcome.status_code,
+                        last_error=None,
+                        updated_at=now,
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+            session.add_all(
+                WebhookAttempt(
+                    id=new_id("att"),
+                    delivery_id=delivery.id,
+                    attempt=delivery.attempts + 1,
+                    status_code=outcome.status_code,
+                    duration_ms=outcome.duration_ms,
+                    response_excerpt=outcome.excerpt,
+                    created_at=now,
+                )
+                for delivery, outcome in sent
+            )
+            await session.execute(
+                update(WebhookEndpoint)
+                .where(
+                    col(WebhookEndpoint.id) == sent[0][0].endpoint_id,
+                    col(WebhookEndpoint.failing_since).is_not(None),
+                )
+                .values(failing_since=None)
+                .execution_options(synchronize_session=False)
+            )
 
     async def attempt(self, delivery_id: str) -> bool:
         """One attempt at one delivery. True when it is settled (sent, or given up)."""
