@@ -49,7 +49,9 @@ from bench.stats import median, p95, summary_ms, table
 from tests.stack import ROOT, Process, Stack
 
 RESULTS = ROOT / "bench" / "results" / "latest.json"
-BENCH_TOKEN = "tdm_" + secrets.token_urlsafe(32)
+# In the environment, so that `bench.webhooks` (which imports this module again when it
+# runs as __main__) sees the same token.
+BENCH_TOKEN = os.environ.setdefault("TANDEM_BENCH_TOKEN", "tdm_" + secrets.token_urlsafe(32))
 AUTH = {"Authorization": f"Bearer {BENCH_TOKEN}"}
 
 WARMUP = 3
