@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 import httpx
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
@@ -303,35 +303,42 @@ class Dispatcher:
             return
         now = utcnow()
         async with unit_of_work(self._sessions) as session:
+            # One statement per status code (all 2xx) for the batch; the status guard
+            # keeps a delivery that another dispatcher settled meanwhile as it is.
+            by_code: dict[int | None, list[str]] = defaultdict(list)
             for delivery, outcome in sent:
+                by_code[outcome.status_code].append(delivery.id)
+            for code, ids in by_code.items():
                 await session.execute(
                     update(WebhookDelivery)
                     .where(
-                        col(WebhookDelivery.id) == delivery.id,
+                        col(WebhookDelivery.id).in_(ids),
                         col(WebhookDelivery.status) == "pending",
-                        col(WebhookDelivery.attempts) == delivery.attempts,
                     )
                     .values(
                         status="succeeded",
-                        attempts=delivery.attempts + 1,
+                        attempts=WebhookDelivery.attempts + 1,
                         delivered_at=now,
-                        last_status_code=outcome.status_code,
+                        last_status_code=code,
                         last_error=None,
                         updated_at=now,
                     )
                     .execution_options(synchronize_session=False)
                 )
-            session.add_all(
-                WebhookAttempt(
-                    id=new_id("att"),
-                    delivery_id=delivery.id,
-                    attempt=delivery.attempts + 1,
-                    status_code=outcome.status_code,
-                    duration_ms=outcome.duration_ms,
-                    response_excerpt=outcome.excerpt,
-                    created_at=now,
-                )
-                for delivery, outcome in sent
+            await session.execute(
+                insert(WebhookAttempt),
+                [
+                    {
+                        "id": new_id("att"),
+                        "delivery_id": delivery.id,
+                        "attempt": delivery.attempts + 1,
+                        "status_code": outcome.status_code,
+                        "duration_ms": outcome.duration_ms,
+                        "response_excerpt": outcome.excerpt,
+                        "created_at": now,
+                    }
+                    for delivery, outcome in sent
+                ],
             )
             await session.execute(
                 update(WebhookEndpoint)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -70,9 +70,9 @@ async def emit_event(
         type=type_,
         data=data,
     )
-    session.add(event)
+    # Core inserts: the event log is append-only and the hot path of every operation.
+    await session.execute(insert(Event).values(**event.model_dump()))
     await create_deliveries(session, event)
-    await session.flush()
     _publish_after_commit(session)
     return event
 

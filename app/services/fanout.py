@@ -3,7 +3,7 @@ transaction as the event (the outbox): a committed event never misses its delive
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -12,35 +12,37 @@ from app.models.base import new_id, utcnow
 from app.services import pagerduty
 
 
-def wants(endpoint: WebhookEndpoint, event_type: str) -> bool:
-    if endpoint.kind == "pagerduty" and event_type not in pagerduty.EVENT_TYPES:
+def wants(kind: str, event_types: list[str], event_type: str) -> bool:
+    if kind == "pagerduty" and event_type not in pagerduty.EVENT_TYPES:
         return False
-    return not endpoint.event_types or event_type in endpoint.event_types
+    return not event_types or event_type in event_types
 
 
 async def create_deliveries(session: AsyncSession, event: Event) -> int:
     # FOR KEY SHARE: an endpoint being deleted is waited for, then skipped, so the new
     # delivery never refers to a deleted endpoint (and the event's transaction never fails).
-    endpoints = await session.scalars(
-        select(WebhookEndpoint)
+    endpoints = await session.execute(
+        select(col(WebhookEndpoint.id), col(WebhookEndpoint.kind), col(WebhookEndpoint.event_types))
         .where(col(WebhookEndpoint.enabled).is_(True), col(WebhookEndpoint.org_id) == event.org_id)
         .with_for_update(read=True, key_share=True)
     )
     now = utcnow()
-    count = 0
-    for endpoint in endpoints:
-        if not wants(endpoint, event.type):
-            continue
-        session.add(
-            WebhookDelivery(
-                id=new_id("dlv"),
-                endpoint_id=endpoint.id,
-                event_id=event.id,
-                cluster_id=event.cluster_id,
-                position=event.position,
-                status="pending",
-                next_attempt_at=now,
-            )
-        )
-        count += 1
-    return count
+    rows = [
+        {
+            "id": new_id("dlv"),
+            "endpoint_id": endpoint_id,
+            "event_id": event.id,
+            "cluster_id": event.cluster_id,
+            "position": event.position,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for endpoint_id, kind, event_types in endpoints
+        if wants(kind, event_types, event.type)
+    ]
+    if rows:
+        await session.execute(insert(WebhookDelivery), rows)
+    return len(rows)
