@@ -276,22 +276,12 @@ class Executor:
         )
         for name, value in values.items():
             setattr(step, name, value)
-        await emit_event(
-            session,
-            operation.cluster_id,
-            "operation.step_changed",
-            {
-                "operation_id": operation.id,
-                "step": step.name,
-                "status": step.status,
-                "attempt": step.attempts,
-                "error": step.error,
-            },
-        )
+        await self._step_event(session, operation, step)
 
     async def _step_event(
         self, session: AsyncSession, operation: Operation, step: OperationStep
     ) -> None:
+        """The event saying what `step` (already written, or pending in `session`) is now."""
         await session.flush()
         await emit_event(
             session,
