@@ -17,7 +17,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
-from sqlmodel import col
 
 from app.db import unit_of_work
 from app.errors import Forbidden, Unauthorized
@@ -75,22 +74,27 @@ async def authenticate(
         raise Unauthorized("the token is not valid")
     digest = hash_token(token)
     # A short transaction of its own: the request's session may be long (?wait=60).
+    tokens = ApiToken.__table__  # type: ignore[attr-defined]
     async with unit_of_work(request.app.state.context.sessions) as session:
-        row = await session.scalar(select(ApiToken).where(col(ApiToken.token_hash) == digest))
+        row = (
+            (await session.execute(select(tokens).where(tokens.c.token_hash == digest)))
+            .mappings()
+            .first()
+        )
     now = utcnow()
     if (
         row is None
-        or not hmac.compare_digest(row.token_hash, digest)
-        or row.revoked_at is not None
-        or (row.expires_at is not None and row.expires_at <= now)
+        or not hmac.compare_digest(row["token_hash"], digest)
+        or row["revoked_at"] is not None
+        or (row["expires_at"] is not None and row["expires_at"] <= now)
     ):
         raise Unauthorized("the token is not valid, has expired or was revoked")
     principal = Principal(
-        org_id=row.org_id,
-        token_id=row.id,
-        token_name=row.name,
-        role=Role(row.role),
-        rate_limit_per_minute=row.rate_limit_per_minute,
+        org_id=row["org_id"],
+        token_id=row["id"],
+        token_name=row["name"],
+        role=Role(row["role"]),
+        rate_limit_per_minute=row["rate_limit_per_minute"],
     )
     request.state.principal = principal
     return principal

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -264,8 +265,24 @@ def render(operation: Operation, steps: list[OperationStep]) -> OperationOut:
 
 
 async def load(session: AsyncSession, org_id: str, operation_id: str) -> OperationOut:
-    operation = await get(session, org_id, operation_id)
-    return render(operation, await steps_of(session, operation_id))
+    """The read path of every poll: plain rows, without the ORM's identity map."""
+    operations, steps = Operation.__table__, OperationStep.__table__  # type: ignore[attr-defined]
+    row = (
+        (await session.execute(select(operations).where(operations.c.id == operation_id)))
+        .mappings()
+        .first()
+    )
+    if row is None or row["org_id"] != org_id:
+        raise NotFound(f"operation {operation_id} does not exist")
+    step_rows = (
+        await session.execute(
+            select(steps).where(steps.c.operation_id == operation_id).order_by(steps.c.position)
+        )
+    ).mappings()
+    return render(
+        SimpleNamespace(**row),  # type: ignore[arg-type]
+        [SimpleNamespace(**step) for step in step_rows],  # type: ignore[misc]
+    )
 
 
 async def list_operations(
