@@ -34,8 +34,8 @@ from app.db import create_engine, run_after_commit, session_factory
 from app.models import Event, WebhookAttempt, WebhookDelivery
 from app.models.base import new_id, utcnow
 from app.services import signing
-from app.services.dispatcher import standard_body
 from app.services.events import emit_event
+from app.services.webhook_http import standard_body
 from bench.procstat import process_cpu_s, self_cpu_s
 from bench.stats import median, summary_ms, table
 from tests.stack import ROOT

@@ -23,8 +23,8 @@ from app.schemas.webhooks import (
     WebhookPatch,
 )
 from app.services import signing, urlguard
-from app.services.dispatcher import Request, send
 from app.services.pagination import decode_time_key, encode_time_key
+from app.services.webhook_http import Request, send
 
 
 async def _guard(url: str, settings: Settings) -> None:
