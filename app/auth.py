@@ -116,7 +116,8 @@ def require(role: Role) -> Callable[..., Awaitable[Principal]]:
         if request.method in MUTATING:
             from app.services.limits import check_rate
 
-            await check_rate(request, principal)
+            context = request.app.state.context
+            await check_rate(context.redis, context.settings.rate_limit_per_minute, principal)
         return principal
 
     check.required_role = role  # type: ignore[attr-defined]  # read by the OpenAPI document

@@ -76,3 +76,20 @@ def test_too_many_requests_sends_whole_seconds_of_at_least_one(
     assert problem.status == 429
     assert problem.body()["code"] == "rate_limited"
     assert problem.response_headers() == {"Retry-After": header}
+
+
+async def test_an_unreachable_redis_lets_the_request_through() -> None:
+    """The limiter fails open: a real client against a port where nothing listens."""
+    from redis.asyncio import Redis
+
+    from app.auth import Principal, Role
+    from app.services.limits import check_rate
+    from tests.stack import free_port
+
+    principal = Principal(org_id="org_x", token_id="tok_x", token_name="x", role=Role.ADMIN)
+    down = Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1)
+    try:
+        await check_rate(down, 1, principal)  # would be refused at once if it counted
+        await check_rate(down, 1, principal)
+    finally:
+        await down.aclose()
