@@ -33,48 +33,65 @@ async def emit_event(
     *,
     org_id: str | None = None,
 ) -> Event:
-    """Append an event in the caller's transaction, with its webhook deliveries.
+    """Append one event in the caller's transaction, with its webhook deliveries."""
+    [event] = await emit_events(session, cluster_id, [(type_, data)], org_id=org_id)
+    return event
+
+
+async def emit_events(
+    session: AsyncSession,
+    cluster_id: str | None,
+    events: list[tuple[str, dict[str, Any]]],
+    *,
+    org_id: str | None = None,
+) -> list[Event]:
+    """Append events, in this order, in the caller's transaction, with their deliveries.
 
     The pair's `event_seq` and the global `events` counter are incremented in place:
     each locks its row until commit, so numbers are handed out in commit order, without
     gaps, and a rolled-back transaction gives its numbers back.
     """
-    sequence = 0
+    count = len(events)
+    last_sequence = 0
     if cluster_id is not None:
         row = (
             await session.execute(
                 update(Cluster)
                 .where(col(Cluster.id) == cluster_id)
-                .values(event_seq=Cluster.event_seq + 1)
+                .values(event_seq=Cluster.event_seq + count)
                 .returning(col(Cluster.event_seq), col(Cluster.org_id))
                 .execution_options(synchronize_session=False)
             )
         ).one()
-        sequence, org_id = int(row[0]), str(row[1])
+        last_sequence, org_id = int(row[0]), str(row[1])
     if org_id is None:
         raise ValueError("an event about no pair needs its organization")
-    position = await _next(
+    last_position = await _next(
         session,
         update(Counter)
         .where(col(Counter.name) == "events")
-        .values(value=Counter.value + 1)
+        .values(value=Counter.value + count)
         .returning(col(Counter.value))
         .execution_options(synchronize_session=False),
     )
-    event = Event(
-        id=new_id("evt"),
-        cluster_id=cluster_id,
-        org_id=org_id,
-        sequence=sequence,
-        position=position,
-        type=type_,
-        data=data,
-    )
+    appended = [
+        Event(
+            id=new_id("evt"),
+            cluster_id=cluster_id,
+            org_id=org_id,
+            # Events about no pair have sequence 0; a pair's are numbered 1, 2, 3, ...
+            sequence=last_sequence - count + 1 + i if cluster_id is not None else 0,
+            position=last_position - count + 1 + i,
+            type=type_,
+            data=data,
+        )
+        for i, (type_, data) in enumerate(events)
+    ]
     # Core inserts: the event log is append-only and the hot path of every operation.
-    await session.execute(insert(Event).values(**event.model_dump()))
-    await create_deliveries(session, event)
+    await session.execute(insert(Event), [event.model_dump() for event in appended])
+    await create_deliveries(session, appended)
     _publish_after_commit(session)
-    return event
+    return appended
 
 
 def _publish_after_commit(session: AsyncSession) -> None:

@@ -24,8 +24,9 @@ from app.domain.plans import RULES, OperationKind, OperationStatus, StepStatus
 from app.drivers import Driver, StepContext, StepFailed
 from app.models import Cluster, Operation, OperationStep
 from app.models.base import utcnow
+from app.services.events import emit_event, emit_events
 from app.services.operations import steps_of
-from app.services.transitions import apply_transition, emit_event
+from app.services.transitions import apply_transition
 
 log = logging.getLogger("tandem.executor")
 
@@ -82,7 +83,7 @@ class Executor:
         status = await session.scalar(
             update(Operation)
             .where(col(Operation.id) == operation_id, col(Operation.lease_owner) == self._owner)
-            .values(lease_expires_at=utcnow() + self._ttl)
+            .values(lease_expires_at=utcnow() + self._ttl, updated_at=utcnow())
             .returning(col(Operation.status))
             .execution_options(synchronize_session=False)
         )
@@ -185,23 +186,28 @@ class Executor:
             async with unit_of_work(self._sessions) as session:
                 status = await self._hold(session, operation_id)
                 now = utcnow()
+                # The step events of one boundary are appended together, in order.
+                events: list[tuple[str, dict[str, Any]]] = []
                 if finished is not None:
                     done_step, output = finished
-                    await self._set_step(
-                        session,
-                        operation,
-                        done_step,
-                        status=StepStatus.SUCCEEDED.value,
-                        output=output,
-                        finished_at=now,
+                    events.append(
+                        await self._set_step(
+                            session,
+                            operation,
+                            done_step,
+                            status=StepStatus.SUCCEEDED.value,
+                            output=output,
+                            finished_at=now,
+                        )
                     )
                 if status == OperationStatus.CANCELLING.value:
+                    await emit_events(session, operation.cluster_id, events)
                     break
                 step = next(
                     (s for s in steps if s.status in (StepStatus.PENDING, StepStatus.RUNNING)),
                     None,
                 )
-                changes: dict[str, Any] = {"updated_at": now}
+                changes: dict[str, Any] = {}
                 if status == OperationStatus.QUEUED.value:
                     changes.update(
                         status=OperationStatus.RUNNING.value,
@@ -211,24 +217,29 @@ class Executor:
                     # Under the row lock taken by _hold: a cancel either committed before
                     # (and we saw `cancelling`) or will find this flag and be refused.
                     changes["past_point_of_no_return"] = past_point_of_no_return = True
-                await session.execute(
-                    update(Operation)
-                    .where(col(Operation.id) == operation_id)
-                    .values(**changes)
-                    .execution_options(synchronize_session=False)
-                )
+                if changes:
+                    await session.execute(
+                        update(Operation)
+                        .where(col(Operation.id) == operation_id)
+                        .values(**changes)
+                        .execution_options(synchronize_session=False)
+                    )
+                if step is not None and step.status == StepStatus.PENDING.value:
+                    events.append(
+                        await self._set_step(
+                            session,
+                            operation,
+                            step,
+                            status=StepStatus.RUNNING.value,
+                            attempts=step.attempts + 1,
+                            started_at=now,
+                            error=None,
+                        )
+                    )
+                if events:
+                    await emit_events(session, operation.cluster_id, events)
                 if step is None:
                     await self._succeed(session, operation)
-                elif step.status == StepStatus.PENDING.value:
-                    await self._set_step(
-                        session,
-                        operation,
-                        step,
-                        status=StepStatus.RUNNING.value,
-                        attempts=step.attempts + 1,
-                        started_at=now,
-                        error=None,
-                    )
             if step is None:
                 await self._changed(operation_id)
                 return
@@ -263,8 +274,8 @@ class Executor:
         operation: Operation,
         step: OperationStep,
         **values: Any,
-    ) -> None:
-        """Write a step's new status (and the event saying so); `step` mirrors the row."""
+    ) -> tuple[str, dict[str, Any]]:
+        """Write a step's new status; `step` mirrors the row. Returns the event to append."""
         await session.execute(
             update(OperationStep)
             .where(
@@ -276,25 +287,15 @@ class Executor:
         )
         for name, value in values.items():
             setattr(step, name, value)
-        await self._step_event(session, operation, step)
+        return _step_changed(operation, step)
 
     async def _step_event(
         self, session: AsyncSession, operation: Operation, step: OperationStep
     ) -> None:
-        """The event saying what `step` (already written, or pending in `session`) is now."""
+        """Append the event saying what `step` (written, or pending in `session`) is now."""
         await session.flush()
-        await emit_event(
-            session,
-            operation.cluster_id,
-            "operation.step_changed",
-            {
-                "operation_id": operation.id,
-                "step": step.name,
-                "status": step.status,
-                "attempt": step.attempts,
-                "error": step.error,
-            },
-        )
+        type_, data = _step_changed(operation, step)
+        await emit_event(session, operation.cluster_id, type_, data)
 
     async def _succeed(self, session: AsyncSession, operation: Operation) -> None:
         rules = RULES[OperationKind(operation.kind)]
@@ -425,6 +426,19 @@ class Executor:
                 {"operation_id": operation.id, "kind": operation.kind, "rolled_back": True},
             )
         await self._changed(operation_id)
+
+
+def _step_changed(operation: Operation, step: OperationStep) -> tuple[str, dict[str, Any]]:
+    return (
+        "operation.step_changed",
+        {
+            "operation_id": operation.id,
+            "step": step.name,
+            "status": step.status,
+            "attempt": step.attempts,
+            "error": step.error,
+        },
+    )
 
 
 def _position(step_name: str) -> int:

@@ -18,14 +18,23 @@ def wants(kind: str, event_types: list[str], event_type: str) -> bool:
     return not event_types or event_type in event_types
 
 
-async def create_deliveries(session: AsyncSession, event: Event) -> int:
+async def create_deliveries(session: AsyncSession, events: list[Event]) -> int:
     # FOR KEY SHARE: an endpoint being deleted is waited for, then skipped, so the new
     # delivery never refers to a deleted endpoint (and the event's transaction never fails).
-    endpoints = await session.execute(
-        select(col(WebhookEndpoint.id), col(WebhookEndpoint.kind), col(WebhookEndpoint.event_types))
-        .where(col(WebhookEndpoint.enabled).is_(True), col(WebhookEndpoint.org_id) == event.org_id)
-        .with_for_update(read=True, key_share=True)
-    )
+    endpoints = (
+        await session.execute(
+            select(
+                col(WebhookEndpoint.id),
+                col(WebhookEndpoint.kind),
+                col(WebhookEndpoint.event_types),
+            )
+            .where(
+                col(WebhookEndpoint.enabled).is_(True),
+                col(WebhookEndpoint.org_id) == events[0].org_id,
+            )
+            .with_for_update(read=True, key_share=True)
+        )
+    ).all()
     now = utcnow()
     rows = [
         {
@@ -40,6 +49,7 @@ async def create_deliveries(session: AsyncSession, event: Event) -> int:
             "created_at": now,
             "updated_at": now,
         }
+        for event in events
         for endpoint_id, kind, event_types in endpoints
         if wants(kind, event_types, event.type)
     ]
