@@ -21,7 +21,8 @@ async def effects(sessions: async_sessionmaker[AsyncSession], op_id: str) -> lis
 async def test_cancel_before_point_of_no_return_rolls_back(
     client: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    cluster = await create_cluster(client, step_delay_ms=400)
+    # Each step takes 1.5 s: wide windows, so a slow poll cannot step over one.
+    cluster = await create_cluster(client, step_delay_ms=1500)
     op = await start_ok(client, cluster["id"])
 
     async def drain_running() -> bool:
@@ -60,7 +61,7 @@ async def test_cancel_before_point_of_no_return_rolls_back(
 
 
 async def test_cancel_past_point_of_no_return_is_409(client: httpx.AsyncClient) -> None:
-    cluster = await create_cluster(client, step_delay_ms=400)
+    cluster = await create_cluster(client, step_delay_ms=1500)
     op = await start_ok(client, cluster["id"])
 
     async def promoting() -> bool:

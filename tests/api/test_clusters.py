@@ -282,7 +282,7 @@ async def test_unknown_cluster_is_404_problem(client: httpx.AsyncClient) -> None
 async def test_patch_and_delete_while_an_operation_runs_are_409(
     client: httpx.AsyncClient,
 ) -> None:
-    cluster = await create_cluster(client, step_delay_ms=300)
+    cluster = await create_cluster(client, step_delay_ms=1000)
     cid = cluster["id"]
     op = await start_ok(client, cid, "failover")
 

@@ -72,7 +72,7 @@ async def test_redis_flushed_mid_operation_sweeper_finishes_it(
     sessions: async_sessionmaker[AsyncSession],
     redis_url: str,
 ) -> None:
-    cluster = await create_cluster(client, step_delay_ms=700)
+    cluster = await create_cluster(client, step_delay_ms=1500)
     op = await start_ok(client, cluster["id"])
 
     async def in_second_step() -> bool:
