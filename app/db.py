@@ -7,9 +7,10 @@ after that commit (DESIGN.md section 4).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import (
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 AFTER_COMMIT = "tandem_after_commit"
+T = TypeVar("T")
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -83,3 +85,14 @@ async def unit_of_work(
             session.info.pop(AFTER_COMMIT, None)
             raise
         await run_after_commit(session)
+
+
+async def finish_even_if_cancelled(work: Awaitable[T]) -> T:
+    """Run `work` (a whole unit of work) in a task of its own and wait for it.
+
+    When the request is cancelled — a client hanging up on a stream or a long poll —
+    the caller gets CancelledError at once, but the unit still ends with its commit or
+    rollback. Cancelled half-way, it could leave a transaction open on a pooled
+    connection, and on SQLite an open write transaction locks out every other writer.
+    """
+    return await asyncio.shield(asyncio.ensure_future(work))

@@ -11,8 +11,9 @@ from fastapi.responses import StreamingResponse
 
 from app.api.deps import ContextDep, PageSize, PageToken, SessionDep
 from app.auth import Viewer
-from app.db import unit_of_work
+from app.db import finish_even_if_cancelled, unit_of_work
 from app.errors import BadRequest
+from app.models import Event
 from app.schemas.common import NO_NUL, Page
 from app.schemas.events import EventOut
 from app.schemas.problems import problems
@@ -82,16 +83,17 @@ async def stream_events(
         async with unit_of_work(context.sessions) as session:
             position = await service.latest_position(session)
 
+    async def read_batch(cursor: int) -> list[Event]:
+        async with unit_of_work(context.sessions) as session:
+            return await service.after_position(session, principal.org_id, cursor, 200, cluster_id)
+
     async def frames() -> AsyncIterator[str]:
         cursor = position
         yield "retry: 1000\n\n"
         with context.notifier.watch(EVENTS) as woken:
             idle = 0.0
             while True:
-                async with unit_of_work(context.sessions) as session:
-                    batch = await service.after_position(
-                        session, principal.org_id, cursor, 200, cluster_id
-                    )
+                batch = await finish_even_if_cancelled(read_batch(cursor))
                 for event in batch:
                     cursor = event.position
                     body = json.dumps(service.render(event).model_dump(mode="json"))

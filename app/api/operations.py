@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from app.api.deps import ClusterId, ContextDep, OperationId, PageSize, PageToken, SessionDep
 from app.auth import Operator, Principal, Viewer
-from app.db import unit_of_work
+from app.db import finish_even_if_cancelled, unit_of_work
 from app.domain.plans import OperationKind
 from app.schemas.common import NO_NUL, Page
 from app.schemas.operations import (
@@ -127,12 +127,15 @@ async def get_operation(
     principal: Viewer,
     wait: Annotated[int, Query(ge=0, le=60, description="Seconds to wait for done")] = 0,
 ) -> OperationOut:
+    async def load() -> OperationOut:
+        async with unit_of_work(context.sessions) as session:
+            return await service.load(session, principal.org_id, operation_id)
+
     deadline = time.monotonic() + wait
     with context.notifier.watch(operation_id) as changed:
         while True:
             changed.clear()
-            async with unit_of_work(context.sessions) as session:
-                out = await service.load(session, principal.org_id, operation_id)
+            out = await finish_even_if_cancelled(load())
             remaining = deadline - time.monotonic()
             if out.done or remaining <= 0:
                 # Already validated: skip FastAPI's second pass through response_model.

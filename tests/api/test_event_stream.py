@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from tests.helpers import create_cluster, events, start_ok, wait_done
+from tests.helpers import create_cluster, events, pair_body, start_ok, wait_done
 
 
 @dataclass
@@ -165,3 +165,26 @@ async def test_feed_pages_in_order_and_always_hands_back_a_cursor(
     bad = await client.get("/v1/events", params={"page_token": "not-a-token"})
     assert bad.status_code == 400
     assert bad.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_hanging_up_mid_stream_leaves_no_transaction_open(
+    client: httpx.AsyncClient,
+) -> None:
+    """A client that hangs up while the stream reads the database must not leave that
+    read's transaction open: on SQLite an open write transaction would lock out every
+    writer (the next change would fail after the busy timeout)."""
+    cluster = await create_cluster(client)
+    for attempt in range(30):
+        async with client.stream(
+            "GET", "/v1/events/stream", params={"after": 0}, timeout=30
+        ) as response:
+            assert response.status_code == 200
+            chunks = 0
+            async for _chunk in response.aiter_bytes():
+                chunks += 1
+                if chunks > attempt % 4:
+                    break  # hang up while the server is still reading the backlog
+    changed = await client.patch(f"/v1/clusters/{cluster['id']}", json={"deployments": []})
+    assert changed.status_code == 200, changed.text
+    created = await client.post("/v1/clusters", json=pair_body())
+    assert created.status_code == 201, created.text
