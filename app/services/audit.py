@@ -18,7 +18,7 @@ from app.db import unit_of_work
 from app.models import AuditRecord
 from app.models.base import new_id
 from app.schemas.access import AuditOut
-from app.services.pagination import decode_time_key, encode_time_key
+from app.services.pagination import page_by_creation
 
 
 def _principal(request: Request) -> Principal | None:
@@ -92,17 +92,8 @@ async def list_records(
         query = query.where(col(AuditRecord.token_id) == token_id)
     if outcome is not None:
         query = query.where(col(AuditRecord.outcome) == outcome)
-    after = decode_time_key(page_token)
-    if after is not None:
-        created, last_id = after
-        query = query.where(
-            (col(AuditRecord.created_at) < created)
-            | ((col(AuditRecord.created_at) == created) & (col(AuditRecord.id) < last_id))
-        )
-    query = query.order_by(col(AuditRecord.created_at).desc(), col(AuditRecord.id).desc())
-    rows = list(await session.scalars(query.limit(page_size + 1)))
-    more = len(rows) > page_size
-    rows = rows[:page_size]
-    token = encode_time_key(rows[-1].created_at, rows[-1].id) if more else None
+    rows, token = await page_by_creation(
+        session, query, AuditRecord, page_size, page_token, newest_first=True
+    )
     items = [AuditOut.model_validate(row.model_dump(exclude={"org_id"})) for row in rows]
     return items, token

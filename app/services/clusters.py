@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -15,7 +15,7 @@ from app.errors import Conflict, NotFound, OperationInProgress, PreconditionFail
 from app.models import Cluster, DriverEffect, Operation, OperationStep
 from app.models.base import new_id, utcnow
 from app.schemas.clusters import ClusterCreate, ClusterOut, ClusterPatch
-from app.services.pagination import decode_time_key, encode_time_key
+from app.services.pagination import page_by_creation
 
 
 async def get(session: AsyncSession, org_id: str, cluster_id: str) -> Cluster:
@@ -77,25 +77,11 @@ async def list_clusters(
     session: AsyncSession, org_id: str, page_size: int, page_token: str | None
 ) -> tuple[list[ClusterOut], str | None]:
     query = select(Cluster).where(col(Cluster.org_id) == org_id)
-    after = decode_time_key(page_token)
-    if after is not None:
-        created, last_id = after
-        query = query.where(
-            or_(
-                Cluster.created_at > created,  # type: ignore[arg-type]
-                and_(Cluster.created_at == created, Cluster.id > last_id),  # type: ignore[arg-type]
-            )
-        )
-    query = query.order_by(Cluster.created_at, Cluster.id).limit(page_size + 1)  # type: ignore[arg-type]
-    rows = list(await session.scalars(query))
-    more = len(rows) > page_size
-    rows = rows[:page_size]
+    rows, token = await page_by_creation(session, query, Cluster, page_size, page_token)
     flagged = await _needs_attention(
         session, [c.last_operation_id for c in rows if c.last_operation_id]
     )
-    items = [_render(c, c.last_operation_id in flagged) for c in rows]
-    token = encode_time_key(rows[-1].created_at, rows[-1].id) if more else None
-    return items, token
+    return [_render(c, c.last_operation_id in flagged) for c in rows], token
 
 
 async def _unfinished_operation(session: AsyncSession, cluster_id: str) -> str | None:

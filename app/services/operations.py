@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -26,7 +26,7 @@ from app.models import Cluster, Operation, OperationStep
 from app.models.base import new_id, utcnow
 from app.schemas.operations import OperationOut, OperationRequest, Progress, StepOut
 from app.services import clusters as cluster_service
-from app.services.pagination import decode_time_key, encode_time_key
+from app.services.pagination import page_by_creation
 from app.services.transitions import apply_transition, current_state, emit_event
 
 Enqueue = Callable[[str, int], Awaitable[None]]
@@ -302,22 +302,10 @@ async def list_operations(
         query = query.where(Operation.status == status)  # type: ignore[arg-type]
     if kind is not None:
         query = query.where(Operation.kind == kind)  # type: ignore[arg-type]
-    after = decode_time_key(page_token)
-    if after is not None:
-        created, last_id = after
-        query = query.where(
-            or_(
-                Operation.created_at < created,  # type: ignore[arg-type]
-                and_(Operation.created_at == created, Operation.id < last_id),  # type: ignore[arg-type]
-            )
-        )
-    query = query.order_by(Operation.created_at.desc(), Operation.id.desc()).limit(page_size + 1)  # type: ignore[attr-defined]
-    rows = list(await session.scalars(query))
-    more = len(rows) > page_size
-    rows = rows[:page_size]
-    items = [render(op, await steps_of(session, op.id)) for op in rows]
-    token = encode_time_key(rows[-1].created_at, rows[-1].id) if more else None
-    return items, token
+    rows, token = await page_by_creation(
+        session, query, Operation, page_size, page_token, newest_first=True
+    )
+    return [render(op, await steps_of(session, op.id)) for op in rows], token
 
 
 def is_unfinished(status: str) -> bool:

@@ -7,6 +7,10 @@ import json
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
 from app.errors import BadRequest
 
 
@@ -57,3 +61,33 @@ def decode_int_key(token: str | None) -> int | None:
     if not isinstance(key[0], int) or isinstance(key[0], bool):
         raise _refuse()
     return key[0]
+
+
+async def page_by_creation(
+    session: AsyncSession,
+    query: Select[Any],
+    model: Any,
+    page_size: int,
+    page_token: str | None,
+    *,
+    newest_first: bool = False,
+) -> tuple[list[Any], str | None]:
+    """One page of `query`'s rows of `model`, ordered by (created_at, id), and the token
+    of the next page (None on the last)."""
+    created_col, id_col = col(model.created_at), col(model.id)
+    after = decode_time_key(page_token)
+    if after is not None:
+        created, last_id = after
+        if newest_first:
+            query = query.where(
+                (created_col < created) | ((created_col == created) & (id_col < last_id))
+            )
+        else:
+            query = query.where(
+                (created_col > created) | ((created_col == created) & (id_col > last_id))
+            )
+    order = (created_col.desc(), id_col.desc()) if newest_first else (created_col, id_col)
+    rows = list(await session.scalars(query.order_by(*order).limit(page_size + 1)))
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    return rows, encode_time_key(rows[-1].created_at, rows[-1].id) if more else None

@@ -14,7 +14,7 @@ from app.errors import Conflict, NotFound, Unprocessable
 from app.models import ApiToken, Organization
 from app.models.base import new_id, utcnow
 from app.schemas.access import TokenCreate, TokenCreated, TokenOut
-from app.services.pagination import decode_time_key, encode_time_key
+from app.services.pagination import page_by_creation
 
 
 def render(token: ApiToken) -> TokenOut:
@@ -83,18 +83,7 @@ async def list_tokens(
     session: AsyncSession, org_id: str, page_size: int, page_token: str | None
 ) -> tuple[list[TokenOut], str | None]:
     query = select(ApiToken).where(col(ApiToken.org_id) == org_id)
-    after = decode_time_key(page_token)
-    if after is not None:
-        created, last_id = after
-        query = query.where(
-            (col(ApiToken.created_at) > created)
-            | ((col(ApiToken.created_at) == created) & (col(ApiToken.id) > last_id))
-        )
-    query = query.order_by(col(ApiToken.created_at), col(ApiToken.id)).limit(page_size + 1)
-    rows = list(await session.scalars(query))
-    more = len(rows) > page_size
-    rows = rows[:page_size]
-    token = encode_time_key(rows[-1].created_at, rows[-1].id) if more else None
+    rows, token = await page_by_creation(session, query, ApiToken, page_size, page_token)
     return [render(t) for t in rows], token
 
 

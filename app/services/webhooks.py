@@ -23,7 +23,7 @@ from app.schemas.webhooks import (
     WebhookPatch,
 )
 from app.services import signing, urlguard
-from app.services.pagination import decode_time_key, encode_time_key
+from app.services.pagination import page_by_creation
 from app.services.webhook_http import Request, send
 
 
@@ -83,18 +83,7 @@ async def list_endpoints(
     session: AsyncSession, org_id: str, page_size: int, page_token: str | None
 ) -> tuple[list[WebhookOut], str | None]:
     query = select(WebhookEndpoint).where(col(WebhookEndpoint.org_id) == org_id)
-    after = decode_time_key(page_token)
-    if after is not None:
-        created, last_id = after
-        query = query.where(
-            (col(WebhookEndpoint.created_at) > created)
-            | ((col(WebhookEndpoint.created_at) == created) & (col(WebhookEndpoint.id) > last_id))
-        )
-    query = query.order_by(col(WebhookEndpoint.created_at), col(WebhookEndpoint.id))
-    rows = list(await session.scalars(query.limit(page_size + 1)))
-    more = len(rows) > page_size
-    rows = rows[:page_size]
-    token = encode_time_key(rows[-1].created_at, rows[-1].id) if more else None
+    rows, token = await page_by_creation(session, query, WebhookEndpoint, page_size, page_token)
     return [render(e) for e in rows], token
 
 
@@ -241,18 +230,9 @@ async def list_deliveries(
     query = select(WebhookDelivery).where(col(WebhookDelivery.endpoint_id) == endpoint_id)
     if status is not None:
         query = query.where(col(WebhookDelivery.status) == status)
-    after = decode_time_key(page_token)
-    if after is not None:
-        created, last_id = after
-        query = query.where(
-            (col(WebhookDelivery.created_at) < created)
-            | ((col(WebhookDelivery.created_at) == created) & (col(WebhookDelivery.id) < last_id))
-        )
-    query = query.order_by(col(WebhookDelivery.created_at).desc(), col(WebhookDelivery.id).desc())
-    rows = list(await session.scalars(query.limit(page_size + 1)))
-    more = len(rows) > page_size
-    rows = rows[:page_size]
-    token = encode_time_key(rows[-1].created_at, rows[-1].id) if more else None
+    rows, token = await page_by_creation(
+        session, query, WebhookDelivery, page_size, page_token, newest_first=True
+    )
     return [await _render_delivery(session, d) for d in rows], token
 
 
