@@ -164,6 +164,8 @@ async def test_a_small_request_still_works(client: httpx.AsyncClient) -> None:
 
 
 # --- in-process: a 500, and a response started before the body ends -------------------------
+# No Tandem route fails on purpose or answers before reading its body, so these two run
+# the real middlewares around a stand-in app, in process.
 
 
 def boom_app() -> FastAPI:
