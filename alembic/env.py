@@ -8,7 +8,7 @@ from logging.config import fileConfig
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-import app.models  # noqa: F401  (registers the tables)
+import app.tables  # noqa: F401  (registers the tables)
 from alembic import context
 from app.config import get_settings
 from app.db import create_engine

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel  # noqa: F401  (autogenerate renders sqlmodel types)
 from alembic import op
 
-import app.models.base  # noqa: F401
+import app.columns  # noqa: F401
 ${imports if imports else ""}
 
 revision: str = ${repr(up_revision)}

@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     default_page_size: int = 50
     max_page_size: int = 100
     log_level: str = "info"
-    # Mutating requests a minute per API token (app.ratelimit.hit), unless the token says.
+    # Mutating requests a minute per API token (app.access.ratelimit.hit), unless the token says.
     rate_limit_per_minute: int = Field(default=600, ge=1)
 
     # Webhooks. Seconds between attempts, as data: about 5 s, 30 s, 2 min, 10 min,

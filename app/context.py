@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db import create_engine, session_factory
-from app.services.notify import Notifier
-from app.services.queue import enqueue_run
+from app.events.notify import Notifier
+from app.queue import enqueue_run
 
 
 @dataclass(frozen=True)

@@ -188,7 +188,7 @@ def _allowed_methods(request: Request) -> str:
 
 async def _audit_refusal(request: Request, problem: Problem) -> None:
     """A refused mutating request is audited too, in a transaction of its own."""
-    from app.services.audit import record_refusal
+    from app.access.audit import record_refusal
 
     context = getattr(request.app.state, "context", None)
     if context is None:

@@ -13,25 +13,23 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy.exc import IntegrityError
 
-from app.api import (
-    access,
-    clusters,
-    events,
-    feed,
-    health,
-    metrics,
-    operations,
-    webhook_docs,
-    webhooks,
-)
-from app.auth import MUTATING
+from app.access import api as access
+from app.access import tokens
+from app.access.auth import MUTATING
+from app.clusters import api as clusters
 from app.config import Settings, get_settings
 from app.context import Context, build_context
 from app.db import unit_of_work
 from app.errors import install_handlers
+from app.events import api as events
+from app.events import feed_api as feed
+from app.health import api as health
+from app.metrics import api as metrics
 from app.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from app.schemas.problems import ProblemDetails, problems
-from app.services import tokens
+from app.operations import api as operations
+from app.problems import ProblemDetails, problems
+from app.webhooks import api as webhooks
+from app.webhooks import docs as webhook_docs
 
 log = logging.getLogger("tandem")
 
@@ -59,7 +57,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         await _bootstrap(context)
         worker_task = None
         if run_worker:
-            from app.worker.main import build_worker
+            from app.worker import build_worker
 
             worker = build_worker(settings, handle_signals=False)
             worker_task = asyncio.create_task(worker.async_run())
@@ -99,7 +97,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
 
 
 def required_role(route: APIRoute) -> str | None:
-    """The role a route's dependencies demand (see app.auth.require), or None: public."""
+    """The role a route's dependencies demand (see app.access.auth.require), or None: public."""
     pending = list(route.dependant.dependencies)
     while pending:
         dependant = pending.pop()

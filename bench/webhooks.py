@@ -30,12 +30,13 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlmodel import col
 
+from app.columns import new_id, utcnow
 from app.db import create_engine, run_after_commit, session_factory
-from app.models import Event, WebhookAttempt, WebhookDelivery
-from app.models.base import new_id, utcnow
-from app.services import signing
-from app.services.events import emit_event
-from app.services.webhook_http import standard_body
+from app.events.models import Event
+from app.events.service import emit_event
+from app.webhooks import signing
+from app.webhooks.delivery import standard_body
+from app.webhooks.models import WebhookAttempt, WebhookDelivery
 from bench.procstat import process_cpu_s, self_cpu_s
 from bench.stats import median, summary_ms, table
 from tests.stack import ROOT

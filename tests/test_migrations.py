@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
-import app.models  # noqa: F401  (registers the tables)
+import app.tables  # noqa: F401  (registers the tables)
 from alembic import command
 from app.db import create_engine
 from app.migrations import alembic_config, head_revision

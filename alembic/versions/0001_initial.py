@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 import sqlmodel  # noqa: F401  (autogenerate renders sqlmodel types)
 
-import app.models.base  # noqa: F401
+import app.columns  # noqa: F401
 from alembic import op
 
 revision: str = "0001"
@@ -34,8 +34,8 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("event_seq", sa.Integer(), nullable=False),
         sa.Column("last_operation_id", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=True),
-        sa.Column("created_at", app.models.base.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", app.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.columns.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", app.columns.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name", name="uq_clusters_name"),
     )
@@ -48,7 +48,7 @@ def upgrade() -> None:
         sa.Column("action", sqlmodel.sql.sqltypes.AutoString(length=8), nullable=False),
         sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("output", sa.JSON(), nullable=False),
-        sa.Column("applied_at", app.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("applied_at", app.columns.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("idempotency_key"),
     )
     with op.batch_alter_table("driver_effects", schema=None) as batch_op:
@@ -65,7 +65,7 @@ def upgrade() -> None:
         sa.Column("cluster_id", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
         sa.Column("sequence", sa.Integer(), nullable=False),
         sa.Column("type", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-        sa.Column("created_at", app.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.columns.UTCDateTime(timezone=True), nullable=False),
         sa.Column("data", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("cluster_id", "sequence", name="uq_events_cluster_seq"),
@@ -78,8 +78,8 @@ def upgrade() -> None:
         sa.Column("status_code", sa.Integer(), nullable=False),
         sa.Column("body", sa.JSON(), nullable=False),
         sa.Column("headers", sa.JSON(), nullable=False),
-        sa.Column("created_at", app.models.base.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", app.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.columns.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", app.columns.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("scope", "key"),
     )
     with op.batch_alter_table("idempotency_records", schema=None) as batch_op:
@@ -104,12 +104,12 @@ def upgrade() -> None:
         sa.Column("past_point_of_no_return", sa.Boolean(), nullable=False),
         sa.Column("needs_attention", sa.Boolean(), nullable=False),
         sa.Column("lease_owner", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True),
-        sa.Column("lease_expires_at", app.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("lease_expires_at", app.columns.UTCDateTime(timezone=True), nullable=True),
         sa.Column("lease_epoch", sa.Integer(), nullable=False),
-        sa.Column("created_at", app.models.base.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", app.models.base.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("started_at", app.models.base.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("finished_at", app.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", app.columns.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", app.columns.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("started_at", app.columns.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", app.columns.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["cluster_id"],
             ["clusters.id"],
@@ -137,8 +137,8 @@ def upgrade() -> None:
         sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
         sa.Column("reversible", sa.Boolean(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("started_at", app.models.base.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("finished_at", app.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("started_at", app.columns.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", app.columns.UTCDateTime(timezone=True), nullable=True),
         sa.Column("error", sa.JSON(), nullable=True),
         sa.Column("output", sa.JSON(), nullable=True),
         sa.ForeignKeyConstraint(

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 import sqlmodel  # noqa: F401  (autogenerate renders sqlmodel types)
 
-import app.models.base  # noqa: F401
+import app.columns  # noqa: F401
 from alembic import op
 
 revision: str = "0002"
@@ -31,7 +31,7 @@ def upgrade() -> None:
         "leases",
         sa.Column("name", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
         sa.Column("owner", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True),
-        sa.Column("expires_at", app.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("expires_at", app.columns.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("name"),
     )
     op.create_table(
@@ -45,13 +45,13 @@ def upgrade() -> None:
         sa.Column("secret", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
         sa.Column("previous_secret", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True),
         sa.Column(
-            "previous_secret_expires_at", app.models.base.UTCDateTime(timezone=True), nullable=True
+            "previous_secret_expires_at", app.columns.UTCDateTime(timezone=True), nullable=True
         ),
         sa.Column("enabled", sa.Boolean(), nullable=False),
         sa.Column("disabled_reason", sqlmodel.sql.sqltypes.AutoString(length=500), nullable=True),
-        sa.Column("failing_since", app.models.base.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("created_at", app.models.base.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", app.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("failing_since", app.columns.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", app.columns.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", app.columns.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_table(
@@ -63,12 +63,12 @@ def upgrade() -> None:
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("next_attempt_at", app.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("next_attempt_at", app.columns.UTCDateTime(timezone=True), nullable=True),
         sa.Column("last_status_code", sa.Integer(), nullable=True),
         sa.Column("last_error", sqlmodel.sql.sqltypes.AutoString(length=1000), nullable=True),
-        sa.Column("created_at", app.models.base.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", app.models.base.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("delivered_at", app.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", app.columns.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", app.columns.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("delivered_at", app.columns.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["endpoint_id"],
             ["webhook_endpoints.id"],
@@ -92,8 +92,8 @@ def upgrade() -> None:
         sa.Column("duration_ms", sa.Integer(), nullable=False),
         sa.Column("error", sqlmodel.sql.sqltypes.AutoString(length=1000), nullable=True),
         sa.Column("response_excerpt", sqlmodel.sql.sqltypes.AutoString(length=500), nullable=True),
-        sa.Column("next_attempt_at", app.models.base.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("created_at", app.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("next_attempt_at", app.columns.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", app.columns.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["delivery_id"],
             ["webhook_deliveries.id"],

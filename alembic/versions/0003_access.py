@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 import sqlmodel  # noqa: F401  (autogenerate renders sqlmodel types)
 
-import app.models.base  # noqa: F401
+import app.columns  # noqa: F401
 from alembic import op
 
 revision: str = "0003"
@@ -26,7 +26,7 @@ def upgrade() -> None:
         "organizations",
         sa.Column("id", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
         sa.Column("name", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
-        sa.Column("created_at", app.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.columns.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
     )
@@ -40,9 +40,9 @@ def upgrade() -> None:
         sa.Column("prefix", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
         sa.Column("rate_limit_per_minute", sa.Integer(), nullable=True),
         sa.Column("created_by", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=True),
-        sa.Column("created_at", app.models.base.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", app.models.base.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("revoked_at", app.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", app.columns.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", app.columns.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", app.columns.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["org_id"],
             ["organizations.id"],
@@ -67,7 +67,7 @@ def upgrade() -> None:
         sa.Column("outcome", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
         sa.Column("status_code", sa.Integer(), nullable=False),
         sa.Column("detail", sa.JSON(), nullable=True),
-        sa.Column("created_at", app.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.columns.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["org_id"],
             ["organizations.id"],

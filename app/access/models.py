@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Field, SQLModel
+
+from app.columns import JSONType, UTCDateTime, utcnow
+
+
+class Organization(SQLModel, table=True):
+    """A tenant: every pair, operation, webhook, event and token belongs to one."""
+
+    __tablename__ = "organizations"
+
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(unique=True, max_length=100)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token. Only its SHA-256 is stored; the token is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="organizations.id", max_length=40, index=True)
+    name: str = Field(max_length=100)
+    role: str = Field(max_length=16)  # viewer | operator | admin
+    token_hash: str = Field(unique=True, max_length=64)
+    prefix: str = Field(max_length=16)
+    rate_limit_per_minute: int | None = None
+    created_by: str | None = Field(default=None, max_length=40)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class AuditRecord(SQLModel, table=True):
+    """Who did what, written in the transaction of the change it describes.
+
+    No route changes or deletes these rows.
+    """
+
+    __tablename__ = "audit_records"
+
+    id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="organizations.id", max_length=40, index=True)
+    token_id: str | None = Field(default=None, max_length=40)
+    token_name: str | None = Field(default=None, max_length=100)
+    action: str = Field(max_length=64)
+    method: str = Field(max_length=8)
+    path: str = Field(max_length=500)
+    target: str | None = Field(default=None, max_length=200)
+    request_id: str | None = Field(default=None, max_length=128)
+    outcome: str = Field(max_length=16)  # succeeded | refused | replayed
+    status_code: int
+    detail: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)

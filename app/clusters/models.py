@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from app.columns import JSONType, UTCDateTime, utcnow
+
+
+class Cluster(SQLModel, table=True):
+    """A DR pair. `state` is written only by app/services/transitions.py."""
+
+    __tablename__ = "clusters"
+    __table_args__ = (sa.UniqueConstraint("org_id", "name", name="uq_clusters_org_name"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="organizations.id", max_length=40, index=True)
+    name: str = Field(max_length=100)
+    primary: dict[str, Any] = Field(sa_type=JSONType)
+    secondary: dict[str, Any] = Field(sa_type=JSONType)
+    driver: dict[str, Any] = Field(sa_type=JSONType)
+    deployments: list[Any] = Field(sa_type=JSONType)
+    state: str = Field(max_length=32)
+    active_region: str = Field(max_length=64)
+    version: int = 1
+    # Last event sequence number handed out for this pair (gap-free, per pair).
+    event_seq: int = 0
+    last_operation_id: str | None = Field(default=None, max_length=40)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

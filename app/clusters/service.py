@@ -1,0 +1,159 @@
+"""DR pair use cases: register, read, list, change settings, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from app.actions.effects import DriverEffect
+from app.clusters.models import Cluster
+from app.clusters.schemas import ClusterCreate, ClusterOut, ClusterPatch
+from app.columns import new_id, utcnow
+from app.domain.plans import UNFINISHED
+from app.domain.states import ClusterState, allowed_actions
+from app.errors import Conflict, NotFound, OperationInProgress, PreconditionFailed
+from app.operations.models import Operation, OperationStep
+from app.pagination import page_by_creation
+
+
+async def get(session: AsyncSession, org_id: str, cluster_id: str) -> Cluster:
+    """The pair, if it belongs to `org_id`: another organization's pair is not found."""
+    cluster = await session.get(Cluster, cluster_id, populate_existing=True)
+    if cluster is None or cluster.org_id != org_id:
+        raise NotFound(f"cluster {cluster_id} does not exist")
+    return cluster
+
+
+async def create(session: AsyncSession, org_id: str, body: ClusterCreate) -> Cluster:
+    cluster = Cluster(
+        id=new_id("cl"),
+        org_id=org_id,
+        name=body.name,
+        primary=body.primary.model_dump(),
+        secondary=body.secondary.model_dump(),
+        driver=body.driver.model_dump(),
+        deployments=[d.model_dump() for d in body.deployments],
+        state=ClusterState.PRIMARY_ACTIVE.value,
+        active_region=body.primary.region,
+    )
+    session.add(cluster)
+    try:
+        await session.flush()
+    except IntegrityError:
+        raise Conflict(f"a cluster named {body.name!r} already exists", name=body.name) from None
+    return cluster
+
+
+async def _needs_attention(session: AsyncSession, operation_ids: list[str]) -> set[str]:
+    if not operation_ids:
+        return set()
+    rows = await session.scalars(
+        select(col(Operation.id)).where(
+            Operation.id.in_(operation_ids),  # type: ignore[attr-defined]
+            Operation.needs_attention == True,  # type: ignore[arg-type]  # noqa: E712
+        )
+    )
+    return set(rows)
+
+
+def _render(cluster: Cluster, needs_attention: bool) -> ClusterOut:
+    return ClusterOut.model_validate(
+        {
+            **cluster.model_dump(exclude={"event_seq", "org_id"}),
+            "needs_attention": needs_attention,
+            "allowed_actions": allowed_actions(cluster.state),
+        }
+    )
+
+
+async def render(session: AsyncSession, cluster: Cluster) -> ClusterOut:
+    flagged = await _needs_attention(session, [cluster.last_operation_id or ""])
+    return _render(cluster, cluster.last_operation_id in flagged)
+
+
+async def list_clusters(
+    session: AsyncSession, org_id: str, page_size: int, page_token: str | None
+) -> tuple[list[ClusterOut], str | None]:
+    query = select(Cluster).where(col(Cluster.org_id) == org_id)
+    rows, token = await page_by_creation(session, query, Cluster, page_size, page_token)
+    flagged = await _needs_attention(
+        session, [c.last_operation_id for c in rows if c.last_operation_id]
+    )
+    return [_render(c, c.last_operation_id in flagged) for c in rows], token
+
+
+async def _unfinished_operation(session: AsyncSession, cluster_id: str) -> str | None:
+    return await session.scalar(
+        select(col(Operation.id)).where(
+            Operation.cluster_id == cluster_id,  # type: ignore[arg-type]
+            Operation.status.in_([s.value for s in UNFINISHED]),  # type: ignore[attr-defined]
+        )
+    )
+
+
+def check_version(cluster: Cluster, if_match: str | None) -> None:
+    if if_match is None or if_match.strip() == "*":
+        return
+    wanted = {tag.strip().removeprefix("W/").strip('"') for tag in if_match.split(",")}
+    if str(cluster.version) not in wanted:
+        raise PreconditionFailed(
+            f"cluster is at version {cluster.version}, not {if_match}",
+            current_version=cluster.version,
+        )
+
+
+async def update(
+    session: AsyncSession, org_id: str, cluster_id: str, body: ClusterPatch, if_match: str | None
+) -> Cluster:
+    cluster = await get(session, org_id, cluster_id)
+    # Lock the row so a failover cannot start between this check and the write.
+    await session.refresh(cluster, with_for_update=True)
+    check_version(cluster, if_match)
+    running = await _unfinished_operation(session, cluster.id)
+    if running is not None:
+        raise OperationInProgress(
+            f"operation {running} is unfinished; change settings once it is done",
+            operation_id=running,
+            current_state=cluster.state,
+        )
+    changes: dict[str, Any] = body.model_dump(exclude_unset=True)
+    if changes.get("name") is None:
+        changes.pop("name", None)
+    if "driver" in changes and body.driver is not None:
+        cluster.driver = body.driver.model_dump()
+    if "deployments" in changes and body.deployments is not None:
+        cluster.deployments = [d.model_dump() for d in body.deployments]
+    if "name" in changes:
+        cluster.name = changes["name"]
+    cluster.version += 1
+    cluster.updated_at = utcnow()
+    try:
+        await session.flush()
+    except IntegrityError:
+        raise Conflict(f"a cluster named {changes.get('name')!r} already exists") from None
+    return cluster
+
+
+async def remove(session: AsyncSession, org_id: str, cluster_id: str, if_match: str | None) -> None:
+    cluster = await get(session, org_id, cluster_id)
+    await session.refresh(cluster, with_for_update=True)
+    check_version(cluster, if_match)
+    if cluster.state not in (
+        ClusterState.PRIMARY_ACTIVE.value,
+        ClusterState.SECONDARY_ACTIVE.value,
+    ):
+        raise OperationInProgress(
+            f"cluster is {cluster.state}; finish, cancel or retry its operation first",
+            current_state=cluster.state,
+            allowed_actions=allowed_actions(cluster.state),
+        )
+    op_ids = select(col(Operation.id)).where(Operation.cluster_id == cluster_id)  # type: ignore[arg-type]
+    await session.execute(delete(OperationStep).where(OperationStep.operation_id.in_(op_ids)))  # type: ignore[attr-defined]
+    await session.execute(delete(DriverEffect).where(DriverEffect.cluster_id == cluster_id))  # type: ignore[arg-type]
+    await session.execute(delete(Operation).where(Operation.cluster_id == cluster_id))  # type: ignore[arg-type]
+    await session.delete(cluster)
+    await session.flush()

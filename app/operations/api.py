@@ -1,0 +1,205 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from app.access import audit
+from app.access.auth import Operator, Principal, Viewer
+from app.common import NO_NUL, Page
+from app.db import finish_even_if_cancelled, unit_of_work
+from app.deps import ClusterId, ContextDep, OperationId, PageSize, PageToken, SessionDep
+from app.domain.plans import OperationKind
+from app.operations import idempotency
+from app.operations import service as service
+from app.operations.schemas import KindName, OperationOut, OperationRequest, OperationStatusName
+from app.problems import problems
+
+router = APIRouter(tags=["operations"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Required. The same key and body return the same operation.",
+    ),
+]
+
+
+async def _start(
+    kind: OperationKind,
+    cluster_id: str,
+    request: Request,
+    context: ContextDep,
+    principal: Principal,
+    body: OperationRequest | None,
+    key: str | None,
+) -> JSONResponse:
+    key = idempotency.validate_key(key)
+    body = body or OperationRequest()
+    print_ = idempotency.fingerprint("POST", request.url.path, body.model_dump(mode="json"))
+
+    async def produce(session):  # type: ignore[no-untyped-def]
+        operation = await service.start(
+            session, context.enqueue, principal.org_id, cluster_id, kind, body, principal.actor
+        )
+        out = service.render(operation, await service.steps_of(session, operation.id))
+        location = f"/v1/operations/{operation.id}"
+        audit.record(session, request, 202, detail={"operation_id": operation.id})
+        return 202, out.model_dump(mode="json"), {"Location": location}
+
+    # Keys are scoped to the caller's organization.
+    stored = await idempotency.run_once(context.sessions, principal.org_id, key, print_, produce)
+    headers = dict(stored.headers)
+    if stored.replayed:
+        headers["Idempotent-Replayed"] = "true"
+        async with unit_of_work(context.sessions) as session:
+            audit.record(
+                session,
+                request,
+                stored.status_code,
+                outcome="replayed",
+                detail={"operation_id": stored.body.get("id")},
+            )
+    return JSONResponse(stored.body, status_code=stored.status_code, headers=headers)
+
+
+_START_DOC = {
+    "status_code": 202,
+    "response_model": OperationOut,
+    "responses": problems(400, 404, 409, 422),
+}
+
+
+@router.post(
+    "/v1/clusters/{cluster_id}/failover",
+    summary="Fail the pair over to its secondary",
+    **_START_DOC,  # type: ignore[arg-type]
+)
+async def failover(
+    cluster_id: ClusterId,
+    request: Request,
+    context: ContextDep,
+    principal: Operator,
+    body: OperationRequest | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    return await _start(
+        OperationKind.FAILOVER, cluster_id, request, context, principal, body, idempotency_key
+    )
+
+
+@router.post(
+    "/v1/clusters/{cluster_id}/failback",
+    summary="Fail the pair back to its primary",
+    **_START_DOC,  # type: ignore[arg-type]
+)
+async def failback(
+    cluster_id: ClusterId,
+    request: Request,
+    context: ContextDep,
+    principal: Operator,
+    body: OperationRequest | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    return await _start(
+        OperationKind.FAILBACK, cluster_id, request, context, principal, body, idempotency_key
+    )
+
+
+@router.get(
+    "/v1/operations/{operation_id}",
+    response_model=OperationOut,
+    summary="Get an operation; ?wait=N holds the request until it is done",
+    responses=problems(404, 422),
+)
+async def get_operation(
+    operation_id: OperationId,
+    context: ContextDep,
+    principal: Viewer,
+    wait: Annotated[int, Query(ge=0, le=60, description="Seconds to wait for done")] = 0,
+) -> OperationOut:
+    async def load() -> OperationOut:
+        async with unit_of_work(context.sessions) as session:
+            return await service.load(session, principal.org_id, operation_id)
+
+    deadline = time.monotonic() + wait
+    with context.notifier.watch(operation_id) as changed:
+        while True:
+            changed.clear()
+            out = await finish_even_if_cancelled(load())
+            remaining = deadline - time.monotonic()
+            if out.done or remaining <= 0:
+                # Already validated: skip FastAPI's second pass through response_model.
+                return Response(out.model_dump_json(), media_type="application/json")  # type: ignore[return-value]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout=min(remaining, 1.0))
+
+
+@router.get(
+    "/v1/operations",
+    response_model=Page[OperationOut],
+    summary="List operations, newest first",
+    responses=problems(400, 422),
+)
+async def list_operations(
+    session: SessionDep,
+    principal: Viewer,
+    cluster_id: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
+    status: OperationStatusName | None = None,
+    kind: KindName | None = None,
+    page_size: PageSize = 50,
+    page_token: PageToken = None,
+) -> Page[OperationOut]:
+    items, token = await service.list_operations(
+        session,
+        org_id=principal.org_id,
+        cluster_id=cluster_id,
+        status=status,
+        kind=kind,
+        page_size=page_size,
+        page_token=page_token,
+    )
+    return Page[OperationOut](items=items, next_page_token=token)
+
+
+@router.post(
+    "/v1/operations/{operation_id}/cancel",
+    status_code=202,
+    response_model=OperationOut,
+    summary="Cancel: undo the reversible steps and return to the origin state",
+    responses=problems(404, 409, 422),
+)
+async def cancel_operation(
+    operation_id: OperationId,
+    session: SessionDep,
+    context: ContextDep,
+    response: Response,
+    principal: Operator,
+) -> OperationOut:
+    operation = await service.cancel(session, context.enqueue, principal.org_id, operation_id)
+    response.headers["Location"] = f"/v1/operations/{operation.id}"
+    return service.render(operation, await service.steps_of(session, operation.id))
+
+
+@router.post(
+    "/v1/operations/{operation_id}/retry",
+    status_code=202,
+    response_model=OperationOut,
+    summary="Resume a failed operation from its failed step",
+    responses=problems(404, 409, 422),
+)
+async def retry_operation(
+    operation_id: OperationId,
+    session: SessionDep,
+    context: ContextDep,
+    response: Response,
+    principal: Operator,
+) -> OperationOut:
+    operation = await service.retry(session, context.enqueue, principal.org_id, operation_id)
+    response.headers["Location"] = f"/v1/operations/{operation.id}"
+    return service.render(operation, await service.steps_of(session, operation.id))

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints, model_validator
+
+from app.common import NO_NUL, Strict
+
+ModeName = Literal["planned", "forced"]
+OperationStatusName = Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]
+StepStatusName = Literal["pending", "running", "succeeded", "failed", "skipped", "rolled_back"]
+KindName = Literal["failover", "failback"]
+
+
+class OperationRequest(Strict):
+    mode: ModeName = "planned"
+    reason: Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)] | None = None
+    accept_data_loss: bool = False
+
+    @model_validator(mode="after")
+    def _forced_needs_consent(self) -> OperationRequest:
+        if self.mode == "forced" and not self.accept_data_loss:
+            raise ValueError('a forced operation requires "accept_data_loss": true')
+        return self
+
+
+class StepOut(Strict):
+    name: str
+    status: StepStatusName
+    reversible: bool
+    attempts: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: dict[str, Any] | None
+    output: dict[str, Any] | None
+
+
+class Progress(Strict):
+    completed_steps: int
+    total_steps: int
+
+
+class OperationOut(Strict):
+    id: str
+    cluster_id: str
+    kind: KindName
+    mode: ModeName
+    status: OperationStatusName
+    done: bool
+    from_state: str
+    target_state: str
+    steps: list[StepOut]
+    progress: Progress
+    error: dict[str, Any] | None
+    reason: str | None
+    requested_by: str | None
+    needs_attention: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    links: dict[str, str] = Field(default_factory=dict)

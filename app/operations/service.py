@@ -1,0 +1,313 @@
+"""Operation use cases: start a failover or failback, cancel, retry, read, list."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from app.clusters import service as cluster_service
+from app.clusters.models import Cluster
+from app.clusters.transitions import apply_transition, current_state, emit_event
+from app.columns import new_id, utcnow
+from app.db import after_commit
+from app.domain.plans import (
+    RULES,
+    UNFINISHED,
+    Mode,
+    OperationKind,
+    OperationStatus,
+    StepStatus,
+    plan,
+)
+from app.domain.states import TransitionRefused, allowed_actions, next_state
+from app.errors import InvalidTransition, NotFound, OperationInProgress, PointOfNoReturn
+from app.operations.models import Operation, OperationStep
+from app.operations.schemas import OperationOut, OperationRequest, Progress, StepOut
+from app.pagination import page_by_creation
+
+Enqueue = Callable[[str, int], Awaitable[None]]
+
+
+def refused(state: str, action: str, detail: str | None = None) -> InvalidTransition:
+    return InvalidTransition(
+        detail or f"cannot {action} a cluster in state {state}",
+        current_state=state,
+        allowed_actions=allowed_actions(state),
+    )
+
+
+async def start(
+    session: AsyncSession,
+    enqueue: Enqueue,
+    org_id: str,
+    cluster_id: str,
+    kind: OperationKind,
+    request: OperationRequest,
+    requested_by: str | None,
+) -> Operation:
+    rules = RULES[kind]
+    cluster = await cluster_service.get(session, org_id, cluster_id)
+    state = await current_state(session, cluster.id)
+    try:
+        next_state(state, rules.accepted)
+    except TransitionRefused:
+        raise refused(state.value, kind.value) from None
+
+    operation = Operation(
+        id=new_id("op"),
+        cluster_id=cluster.id,
+        org_id=cluster.org_id,
+        kind=kind.value,
+        mode=request.mode,
+        status=OperationStatus.QUEUED.value,
+        from_state=rules.origin.value,
+        target_state=rules.target.value,
+        reason=request.reason,
+        requested_by=requested_by,
+        accept_data_loss=request.accept_data_loss,
+    )
+    session.add(operation)
+    for position, step in enumerate(plan(Mode(request.mode))):
+        session.add(
+            OperationStep(
+                operation_id=operation.id,
+                position=position,
+                name=step.name,
+                status=step.status.value,
+                reversible=step.reversible,
+            )
+        )
+    try:
+        await session.flush()
+    except IntegrityError:
+        # The unique partial index: another unfinished operation owns this pair.
+        raise OperationInProgress(
+            "another operation is unfinished on this cluster", current_state=state.value
+        ) from None
+    await emit_event(
+        session,
+        cluster.id,
+        "operation.created",
+        {"operation_id": operation.id, "kind": kind.value, "mode": request.mode},
+    )
+    await apply_transition(session, cluster.id, rules.accepted, operation.id)
+    await session.execute(
+        update(Cluster)
+        .where(Cluster.id == cluster.id)  # type: ignore[arg-type]
+        .values(last_operation_id=operation.id)
+        .execution_options(synchronize_session=False)
+    )
+    op_id, epoch = operation.id, operation.lease_epoch
+    after_commit(session, lambda: enqueue(op_id, epoch))
+    return operation
+
+
+async def get(session: AsyncSession, org_id: str, operation_id: str) -> Operation:
+    operation = await session.get(Operation, operation_id, populate_existing=True)
+    if operation is None or operation.org_id != org_id:
+        raise NotFound(f"operation {operation_id} does not exist")
+    return operation
+
+
+async def cancel(
+    session: AsyncSession, enqueue: Enqueue, org_id: str, operation_id: str
+) -> Operation:
+    operation = await get(session, org_id, operation_id)
+    if operation.status == OperationStatus.CANCELLING.value:
+        return operation
+    # The same row the worker locks before it starts the first irreversible step:
+    # whichever commits first decides, and the other sees the outcome.
+    result = await session.execute(
+        update(Operation)
+        .where(
+            Operation.id == operation_id,  # type: ignore[arg-type]
+            Operation.status.in_([OperationStatus.QUEUED.value, OperationStatus.RUNNING.value]),  # type: ignore[attr-defined]
+            Operation.past_point_of_no_return == False,  # type: ignore[arg-type]  # noqa: E712
+        )
+        .values(status=OperationStatus.CANCELLING.value, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    operation = await get(session, org_id, operation_id)
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        if operation.past_point_of_no_return:
+            raise PointOfNoReturn(
+                "the operation has started promote_target and can no longer be rolled back; "
+                "retry it if it failed",
+                operation_status=operation.status,
+            )
+        raise InvalidTransition(
+            f"operation is {operation.status}; only queued or running operations can be cancelled",
+            operation_status=operation.status,
+            allowed_actions=[],
+        )
+    await emit_event(
+        session,
+        operation.cluster_id,
+        "operation.cancelling",
+        {"operation_id": operation.id},
+    )
+    op_id, epoch = operation.id, operation.lease_epoch
+    after_commit(session, lambda: enqueue(op_id, epoch))
+    return operation
+
+
+async def retry(
+    session: AsyncSession, enqueue: Enqueue, org_id: str, operation_id: str
+) -> Operation:
+    """Resume a failed operation that left its pair mid-switch: from its failed step, or
+    (when a rollback failed) by rolling back again."""
+    operation = await get(session, org_id, operation_id)
+    if not operation.needs_attention:
+        raise InvalidTransition(
+            f"operation is {operation.status}; only a failed operation that left the cluster "
+            "mid-switch can be retried",
+            operation_status=operation.status,
+            allowed_actions=[],
+        )
+    resume = (
+        OperationStatus.QUEUED if operation.past_point_of_no_return else OperationStatus.CANCELLING
+    )
+    try:
+        result = await session.execute(
+            update(Operation)
+            .where(
+                Operation.id == operation_id,  # type: ignore[arg-type]
+                Operation.status == OperationStatus.FAILED.value,  # type: ignore[arg-type]
+                Operation.needs_attention == True,  # type: ignore[arg-type]  # noqa: E712
+            )
+            .values(
+                status=resume.value,
+                done=False,
+                needs_attention=False,
+                error=None,
+                finished_at=None,
+                updated_at=utcnow(),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        await session.flush()
+    except IntegrityError:
+        raise OperationInProgress("another operation is unfinished on this cluster") from None
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise OperationInProgress("the operation is already being retried")
+    await session.execute(
+        update(OperationStep)
+        .where(
+            OperationStep.operation_id == operation_id,  # type: ignore[arg-type]
+            OperationStep.status == StepStatus.FAILED.value,  # type: ignore[arg-type]
+        )
+        .values(status=StepStatus.PENDING.value, error=None, finished_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    operation = await get(session, org_id, operation_id)
+    await emit_event(
+        session, operation.cluster_id, "operation.retried", {"operation_id": operation.id}
+    )
+    op_id, epoch = operation.id, operation.lease_epoch
+    after_commit(session, lambda: enqueue(op_id, epoch))
+    return operation
+
+
+async def steps_of(session: AsyncSession, operation_id: str) -> list[OperationStep]:
+    result = await session.scalars(
+        select(OperationStep)
+        .where(OperationStep.operation_id == operation_id)  # type: ignore[arg-type]
+        .order_by(OperationStep.position)  # type: ignore[arg-type]
+        .execution_options(populate_existing=True)
+    )
+    return list(result)
+
+
+def render(operation: Operation, steps: list[OperationStep]) -> OperationOut:
+    finished = {StepStatus.SUCCEEDED.value, StepStatus.SKIPPED.value}
+    return OperationOut(
+        id=operation.id,
+        cluster_id=operation.cluster_id,
+        kind=operation.kind,  # type: ignore[arg-type]
+        mode=operation.mode,  # type: ignore[arg-type]
+        status=operation.status,  # type: ignore[arg-type]
+        done=operation.done,
+        from_state=operation.from_state,
+        target_state=operation.target_state,
+        steps=[
+            StepOut(
+                name=s.name,
+                status=s.status,  # type: ignore[arg-type]
+                reversible=s.reversible,
+                attempts=s.attempts,
+                started_at=s.started_at,
+                finished_at=s.finished_at,
+                error=s.error,
+                output=s.output,
+            )
+            for s in steps
+        ],
+        progress=Progress(
+            completed_steps=sum(1 for s in steps if s.status in finished),
+            total_steps=len(steps),
+        ),
+        error=operation.error,
+        reason=operation.reason,
+        requested_by=operation.requested_by,
+        needs_attention=operation.needs_attention,
+        created_at=operation.created_at,
+        started_at=operation.started_at,
+        finished_at=operation.finished_at,
+        links={
+            "self": f"/v1/operations/{operation.id}",
+            "cluster": f"/v1/clusters/{operation.cluster_id}",
+        },
+    )
+
+
+async def load(session: AsyncSession, org_id: str, operation_id: str) -> OperationOut:
+    """The read path of every poll: plain rows, without the ORM's identity map."""
+    operations, steps = Operation.__table__, OperationStep.__table__  # type: ignore[attr-defined]
+    row = (
+        (await session.execute(select(operations).where(operations.c.id == operation_id)))
+        .mappings()
+        .first()
+    )
+    if row is None or row["org_id"] != org_id:
+        raise NotFound(f"operation {operation_id} does not exist")
+    step_rows = (
+        await session.execute(
+            select(steps).where(steps.c.operation_id == operation_id).order_by(steps.c.position)
+        )
+    ).mappings()
+    return render(
+        SimpleNamespace(**row),  # type: ignore[arg-type]
+        [SimpleNamespace(**step) for step in step_rows],  # type: ignore[misc]
+    )
+
+
+async def list_operations(
+    session: AsyncSession,
+    *,
+    org_id: str,
+    cluster_id: str | None,
+    status: str | None,
+    kind: str | None,
+    page_size: int,
+    page_token: str | None,
+) -> tuple[list[OperationOut], str | None]:
+    query = select(Operation).where(col(Operation.org_id) == org_id)
+    if cluster_id is not None:
+        query = query.where(Operation.cluster_id == cluster_id)  # type: ignore[arg-type]
+    if status is not None:
+        query = query.where(Operation.status == status)  # type: ignore[arg-type]
+    if kind is not None:
+        query = query.where(Operation.kind == kind)  # type: ignore[arg-type]
+    rows, token = await page_by_creation(
+        session, query, Operation, page_size, page_token, newest_first=True
+    )
+    return [render(op, await steps_of(session, op.id)) for op in rows], token
+
+
+def is_unfinished(status: str) -> bool:
+    return OperationStatus(status) in UNFINISHED

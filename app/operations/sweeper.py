@@ -1,0 +1,49 @@
+"""The sweeper: the database says what is unfinished; make sure Redis has it queued.
+
+Runs every few seconds on some worker (arq cron, unique). An unfinished operation whose
+lease is free or expired is enqueued under its current lease epoch; a job already queued
+under that id is left alone by arq, so sweeping often costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import delete, or_, select
+from sqlmodel import col
+
+from app.columns import utcnow
+from app.context import Context
+from app.db import unit_of_work
+from app.operations.models import IdempotencyRecord, Operation
+
+log = logging.getLogger("tandem.sweeper")
+
+
+async def sweep_once(context: Context) -> list[str]:
+    now = utcnow()
+    async with unit_of_work(context.sessions) as session:
+        rows = (
+            await session.execute(
+                select(col(Operation.id), col(Operation.lease_epoch)).where(
+                    Operation.done == False,  # type: ignore[arg-type]  # noqa: E712
+                    or_(
+                        Operation.lease_owner == None,  # type: ignore[arg-type]  # noqa: E711
+                        Operation.lease_expires_at < now,  # type: ignore[arg-type,operator]
+                    ),
+                )
+            )
+        ).all()
+        await session.execute(
+            delete(IdempotencyRecord).where(IdempotencyRecord.expires_at < now)  # type: ignore[arg-type]
+        )
+    for operation_id, epoch in rows:
+        await context.enqueue(operation_id, epoch)
+    if rows:
+        log.info("sweeper enqueued %d unfinished operation(s)", len(rows))
+    return [operation_id for operation_id, _ in rows]
+
+
+async def sweep(ctx: dict[str, Any]) -> int:
+    return len(await sweep_once(ctx["context"]))

@@ -1,0 +1,26 @@
+"""Every table of every capability, for Alembic and for tests that need the metadata."""
+
+from app.access.models import ApiToken, AuditRecord, Organization
+from app.actions.effects import DriverEffect
+from app.clusters.models import Cluster
+from app.coordination import Counter, Lease
+from app.events.models import Event
+from app.operations.models import IdempotencyRecord, Operation, OperationStep
+from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+
+__all__ = [
+    "ApiToken",
+    "AuditRecord",
+    "Cluster",
+    "Counter",
+    "DriverEffect",
+    "Event",
+    "IdempotencyRecord",
+    "Lease",
+    "Operation",
+    "OperationStep",
+    "Organization",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+]

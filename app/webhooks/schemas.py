@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AnyHttpUrl, Field, StringConstraints, model_validator
+
+from app.common import NO_NUL, Strict
+
+EventType = Literal[
+    "cluster.state_changed",
+    "operation.created",
+    "operation.step_changed",
+    "operation.succeeded",
+    "operation.failed",
+    "operation.cancelled",
+    "operation.cancelling",
+    "operation.retried",
+    "webhook.endpoint_disabled",
+]
+EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
+Url = Annotated[AnyHttpUrl, Field(description="http or https; internal addresses refused")]
+RoutingKey = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL)]
+Description = Annotated[str, StringConstraints(max_length=500, pattern=NO_NUL)]
+
+
+class WebhookCreate(Strict):
+    url: Url | None = Field(
+        default=None, description="Required for `standard`; PagerDuty's events URL by default"
+    )
+    kind: Literal["standard", "pagerduty"] = "standard"
+    event_types: list[EventType] = Field(
+        default_factory=list, max_length=20, description="Empty: every event type"
+    )
+    routing_key: RoutingKey | None = Field(default=None, description="PagerDuty integration key")
+    description: Description | None = None
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> WebhookCreate:
+        if self.kind == "standard" and self.url is None:
+            raise ValueError("a standard webhook needs a url")
+        if self.kind == "pagerduty" and not self.routing_key:
+            raise ValueError("a pagerduty webhook needs a routing_key")
+        return self
+
+
+class WebhookPatch(Strict):
+    url: Url | None = None
+    event_types: list[EventType] | None = Field(default=None, max_length=20)
+    routing_key: RoutingKey | None = None
+    description: Description | None = None
+    enabled: bool | None = None
+
+
+class WebhookOut(Strict):
+    id: str
+    url: str
+    kind: Literal["standard", "pagerduty"]
+    event_types: list[str]
+    routing_key: str | None
+    description: str | None
+    secret: str = Field(description="Shown whole once, at creation or rotation; masked after")
+    previous_secret_expires_at: datetime | None
+    enabled: bool
+    disabled_reason: str | None
+    failing_since: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class AttemptOut(Strict):
+    attempt: int
+    status_code: int | None
+    duration_ms: int
+    error: str | None
+    response_excerpt: str | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+
+
+class DeliveryOut(Strict):
+    id: str
+    endpoint_id: str
+    event_id: str
+    cluster_id: str | None
+    status: Literal["pending", "succeeded", "failed"]
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+    attempt_log: list[AttemptOut]
+
+
+class PingResult(Strict):
+    ok: bool
+    status_code: int | None
+    duration_ms: int
+    error: str | None

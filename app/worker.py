@@ -1,0 +1,121 @@
+"""arq worker settings. `tandem worker` runs them; so does `tandem serve` in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from typing import Any
+
+from arq import cron, func
+from arq.worker import Worker
+
+from app.actions.registry import driver_for
+from app.config import Settings
+from app.context import build_context, redis_settings
+from app.events.notify import EVENTS, Notifier, publish
+from app.migrations import current_revision, head_revision
+from app.operations.executor import Executor
+from app.operations.sweeper import sweep
+from app.webhooks.dispatcher import Dispatcher
+
+log = logging.getLogger("tandem.worker")
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+async def run_operation(ctx: dict[str, Any], operation_id: str) -> bool:
+    """The job that carries out an operation; the work is in app/operations/executor.py."""
+    executor: Executor = ctx["executor"]
+    return await executor.run(operation_id)
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    context = await build_context(settings)
+    revision = await current_revision(context.engine)
+    if revision != head_revision():
+        await context.close()
+        raise RuntimeError(
+            f"database schema is at {revision}, not {head_revision()}: run `tandem migrate`"
+        )
+    ctx["context"] = context
+    ctx["worker_id"] = owner = worker_id()
+
+    async def notify(operation_id: str) -> None:
+        await publish(context.redis, operation_id)
+
+    ctx["executor"] = Executor(
+        context.sessions,
+        lambda driver_settings: driver_for(driver_settings, context.sessions),
+        owner=owner,
+        lease_ttl_s=settings.lease_ttl_s,
+        notify=notify,
+    )
+    dispatcher = Dispatcher(context.sessions, context.http, settings, owner)
+    context.notifier.start()
+    ctx["dispatcher_task"] = asyncio.create_task(dispatch(dispatcher, context.notifier))
+    log.info("worker %s started on queue %s", owner, settings.queue_name)
+
+
+async def dispatch(dispatcher: Dispatcher, notifier: Notifier) -> None:
+    """Run the dispatcher, woken by every commit that appends events (it polls too)."""
+
+    async def relay() -> None:
+        with notifier.watch(EVENTS) as committed:
+            while True:
+                await committed.wait()
+                committed.clear()
+                dispatcher.wake.set()
+
+    relay_task = asyncio.create_task(relay())
+    try:
+        await dispatcher.run_forever()
+    finally:
+        relay_task.cancel()
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    task = ctx.get("dispatcher_task")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    context = ctx.get("context")
+    if context is not None:
+        await context.close()
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "functions": [
+            # Recovery comes from the lease and the sweeper, not from arq's own retry.
+            func(run_operation, name="run_operation", max_tries=1000, timeout=24 * 3600)
+        ],
+        "cron_jobs": [
+            cron(
+                sweep,
+                second=set(range(0, 60, settings.sweep_interval_s)),
+                unique=True,
+                run_at_startup=True,
+                timeout=60,
+            )
+        ],
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "redis_settings": redis_settings(settings),
+        "queue_name": settings.queue_name,
+        "poll_delay": settings.worker_poll_delay_s,
+        "keep_result": 0,
+        "max_jobs": 20,
+        "ctx": {"settings": settings},
+    }
+
+
+def build_worker(settings: Settings, handle_signals: bool = True) -> Worker:
+    return Worker(**worker_options(settings), handle_signals=handle_signals)  # type: ignore[arg-type]

@@ -1,0 +1,267 @@
+"""Webhook delivery from the outbox: a real receiver on loopback, real worker processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
+from standardwebhooks import Webhook
+
+from app.coordination import Lease
+from tests.helpers import create_cluster, events, start_ok, wait_done, wait_for
+from tests.receiver import Answer, Receiver
+from tests.stack import Stack
+
+
+@pytest.fixture
+def receiver() -> Any:
+    running = Receiver().start()
+    yield running
+    running.stop()
+
+
+@pytest_asyncio.fixture
+async def endpoints(client: httpx.AsyncClient) -> AsyncIterator[list[str]]:
+    """Endpoints registered by the test, deleted afterwards so they stop receiving."""
+    created: list[str] = []
+    yield created
+    for endpoint_id in created:
+        await client.delete(f"/v1/webhooks/{endpoint_id}")
+
+
+async def register(
+    client: httpx.AsyncClient, endpoints: list[str], url: str, **body: Any
+) -> dict[str, Any]:
+    response = await client.post("/v1/webhooks", json={"url": url, **body})
+    assert response.status_code == 201, response.text
+    endpoint: dict[str, Any] = response.json()
+    endpoints.append(endpoint["id"])
+    return endpoint
+
+
+async def deliveries(client: httpx.AsyncClient, endpoint_id: str) -> list[dict[str, Any]]:
+    page = await client.get(f"/v1/webhooks/{endpoint_id}/deliveries", params={"page_size": 100})
+    assert page.status_code == 200, page.text
+    return page.json()["items"]  # type: ignore[no-any-return]
+
+
+async def test_every_event_of_failover_and_failback_arrives_once_signed_in_order(
+    client: httpx.AsyncClient, receiver: Receiver, endpoints: list[str]
+) -> None:
+    endpoint = await register(client, endpoints, receiver.url)
+    verifier = Webhook(endpoint["secret"])
+    cluster = await create_cluster(client)
+    cid = cluster["id"]
+    over = await start_ok(client, cid, "failover")
+    await wait_done(client, over["id"])
+    back = await start_ok(client, cid, "failback")
+    await wait_done(client, back["id"])
+    expected = await events(client, cid)
+
+    async def all_arrived() -> bool:
+        return len(receiver.bodies_for_cluster(cid)) >= len(expected)
+
+    await wait_for(all_arrived, timeout_s=30)
+    got = receiver.bodies_for_cluster(cid)
+    bodies = [verifier.verify(r.body, r.headers) for r in got]
+    assert [b["id"] for b in bodies] == [e["id"] for e in expected]  # once each, in order
+    assert [r.headers["webhook-id"] for r in got] == [e["id"] for e in expected]
+    assert bodies == expected  # one shape everywhere
+    transitions = [
+        (b["data"]["from"], b["data"]["to"]) for b in bodies if b["type"] == "cluster.state_changed"
+    ]
+    assert transitions == [
+        ("primary-active", "failing-over"),
+        ("failing-over", "secondary-active"),
+        ("secondary-active", "failing-back"),
+        ("failing-back", "primary-active"),
+    ]
+
+
+async def test_receiver_failing_twice_gets_it_on_the_third_attempt(
+    client: httpx.AsyncClient, receiver: Receiver, endpoints: list[str]
+) -> None:
+    receiver.script = [Answer(500), Answer(500, {"Retry-After": "1"})]
+    endpoint = await register(client, endpoints, receiver.url, event_types=["operation.succeeded"])
+    cluster = await create_cluster(client)
+    op = await start_ok(client, cluster["id"])
+    await wait_done(client, op["id"])
+
+    async def delivered() -> list[dict[str, Any]]:
+        items = await deliveries(client, endpoint["id"])
+        return [d for d in items if d["status"] == "succeeded"]
+
+    [delivery] = await wait_for(delivered, timeout_s=30)
+    assert delivery["attempts"] == 3
+    assert [a["status_code"] for a in delivery["attempt_log"]] == [500, 500, 200]
+    assert all(a["duration_ms"] >= 0 for a in delivery["attempt_log"])
+    assert delivery["attempt_log"][0]["next_attempt_at"] is not None
+    received = receiver.requests()
+    assert len(received) == 3
+    assert {r.headers["webhook-id"] for r in received} == {delivery["event_id"]}
+    Webhook(endpoint["secret"]).verify(received[-1].body, received[-1].headers)
+
+
+async def test_receiver_down_for_a_while_loses_nothing(
+    client: httpx.AsyncClient, receiver: Receiver, endpoints: list[str]
+) -> None:
+    receiver.stop()  # down: connections refused
+    await register(client, endpoints, receiver.url)
+    cluster = await create_cluster(client)
+    cid = cluster["id"]
+    op = await start_ok(client, cid)
+    await wait_done(client, op["id"])
+    expected = [e["id"] for e in await events(client, cid)]
+
+    async def some_failed() -> bool:
+        items = await deliveries(client, endpoints[0])
+        return any(d["attempts"] >= 1 and d["status"] == "pending" for d in items)
+
+    await wait_for(some_failed, timeout_s=30)
+    receiver.start()  # back on the same port
+
+    async def all_arrived() -> bool:
+        ids = {r.headers["webhook-id"] for r in receiver.bodies_for_cluster(cid)}
+        return ids >= set(expected)
+
+    await wait_for(all_arrived, timeout_s=40)
+    items = [d for d in await deliveries(client, endpoints[0]) if d["cluster_id"] == cid]
+    assert sorted(d["event_id"] for d in items) == sorted(expected)
+    assert all(d["status"] == "succeeded" for d in items)
+    endpoint = (await client.get(f"/v1/webhooks/{endpoints[0]}")).json()
+    assert endpoint["enabled"] is True and endpoint["failing_since"] is None
+
+
+async def test_receiver_that_never_recovers_is_disabled_with_an_event(
+    client: httpx.AsyncClient, receiver: Receiver, endpoints: list[str]
+) -> None:
+    receiver.default = Answer(503)
+    endpoint = await register(client, endpoints, receiver.url, event_types=["operation.created"])
+    start = await client.get("/v1/events", params={"page_size": 1})
+    cursor = start.json()["next_page_token"]
+    cluster = await create_cluster(client)
+    await start_ok(client, cluster["id"])
+
+    async def disabled() -> dict[str, Any] | None:
+        body: dict[str, Any] = (await client.get(f"/v1/webhooks/{endpoint['id']}")).json()
+        return body if not body["enabled"] else None
+
+    # The test settings disable an endpoint after 8 s of failures; their retry schedule
+    # (0.3 + 0.6 + 1 + 2 * 5 s) keeps attempting for longer than that.
+    state = await wait_for(disabled, timeout_s=60, interval_s=0.5)
+    assert "failed" in state["disabled_reason"]
+
+    async def disabled_event() -> list[dict[str, Any]]:
+        feed: list[dict[str, Any]] = []
+        token = cursor
+        while True:
+            page = (await client.get("/v1/events", params={"page_token": token})).json()
+            feed.extend(page["items"])
+            if not page["items"]:
+                break
+            token = page["next_page_token"]
+        return [
+            e
+            for e in feed
+            if e["type"] == "webhook.endpoint_disabled"
+            and e["data"]["endpoint_id"] == endpoint["id"]
+        ]
+
+    [event] = await wait_for(disabled_event, timeout_s=10)
+    assert event["cluster_id"] is None
+    assert len(receiver.requests()) >= 2
+
+
+async def test_dispatcher_killed_between_commit_and_delivery(
+    client: httpx.AsyncClient,
+    receiver: Receiver,
+    endpoints: list[str],
+    live_stack: Stack,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # The first request is held by the receiver; the dispatcher holding it is killed.
+    receiver.script = [Answer(200, delay_s=5)]
+    await register(client, endpoints, receiver.url, event_types=["operation.created"])
+    cluster = await create_cluster(client)
+    op = await start_ok(client, cluster["id"])
+
+    async def first_request() -> bool:
+        return len(receiver.requests()) >= 1
+
+    await wait_for(first_request, timeout_s=30)
+    async with sessions() as session:
+        owner = await session.scalar(
+            select(col(Lease.owner)).where(col(Lease.name) == "webhook-dispatcher")
+        )
+    assert owner is not None
+    live_stack.worker_by_pid(int(owner.split(":")[1])).kill(signal.SIGKILL)
+
+    async def redelivered() -> bool:
+        return len(receiver.requests()) >= 2
+
+    await wait_for(redelivered, timeout_s=40)
+    first, second = receiver.requests()[:2]
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    assert json.loads(second.body)["data"]["operation_id"] == op["id"]
+
+    async def settled() -> list[dict[str, Any]]:
+        return [d for d in await deliveries(client, endpoints[0]) if d["status"] == "succeeded"]
+
+    [delivery] = await wait_for(settled, timeout_s=30)
+    assert delivery["event_id"] == first.headers["webhook-id"]
+    await wait_done(client, op["id"])
+
+
+async def test_gone_disables_the_endpoint_at_once(
+    client: httpx.AsyncClient, receiver: Receiver, endpoints: list[str]
+) -> None:
+    receiver.default = Answer(410)
+    endpoint = await register(client, endpoints, receiver.url, event_types=["operation.created"])
+    cluster = await create_cluster(client)
+    op = await start_ok(client, cluster["id"])
+
+    async def disabled() -> dict[str, Any] | None:
+        body: dict[str, Any] = (await client.get(f"/v1/webhooks/{endpoint['id']}")).json()
+        return body if not body["enabled"] else None
+
+    state = await wait_for(disabled, timeout_s=30)
+    assert "410" in state["disabled_reason"]
+    [delivery] = await deliveries(client, endpoint["id"])
+    assert delivery["status"] == "failed" and delivery["attempts"] == 1
+    assert len(receiver.requests()) == 1
+    await wait_done(client, op["id"])
+
+
+async def test_slow_receiver_delays_neither_the_failover_nor_other_receivers(
+    client: httpx.AsyncClient, endpoints: list[str]
+) -> None:
+    slow, fast = Receiver().start(), Receiver().start()
+    try:
+        slow.default = Answer(200, delay_s=3)  # every request takes 3 s
+        await register(client, endpoints, slow.url)
+        await register(client, endpoints, fast.url)
+        cluster = await create_cluster(client)
+        cid = cluster["id"]
+        op = await start_ok(client, cid)
+        done = await wait_done(client, op["id"])
+        assert done["status"] == "succeeded"
+        expected = [e["id"] for e in await events(client, cid)]
+
+        async def fast_has_all() -> bool:
+            return [r.headers["webhook-id"] for r in fast.bodies_for_cluster(cid)] == expected
+
+        await wait_for(fast_has_all, timeout_s=30)
+        # 18 events at 3 s each: the slow receiver is still far behind, and neither the
+        # operation nor the fast receiver waited for it.
+        assert len(slow.bodies_for_cluster(cid)) < len(expected)
+    finally:
+        slow.stop()
+        fast.stop()
