@@ -1,7 +1,7 @@
 """Every table of every capability, for Alembic and for tests that need the metadata."""
 
 from app.access.models import ApiToken, AuditRecord, Organization
-from app.actions.effects import DriverEffect
+from app.actions.simulated import SimulatedEffect, SimulatedGate
 from app.clusters.models import Cluster
 from app.coordination import Counter, Lease
 from app.events.models import Event
@@ -13,13 +13,14 @@ __all__ = [
     "AuditRecord",
     "Cluster",
     "Counter",
-    "DriverEffect",
     "Event",
     "IdempotencyRecord",
     "Lease",
     "Operation",
     "OperationStep",
     "Organization",
+    "SimulatedEffect",
+    "SimulatedGate",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEndpoint",

@@ -1,88 +1,104 @@
-"""The driver interface: one method per step, and an undo for each reversible step.
+"""The action interface: what carries out one step of a plan.
 
-Every call carries `ctx.idempotency_key` (`op_id:step:attempt`, or `op_id:step:undo:N`).
-A call repeated with the same key, after a worker died mid-step, must not apply its
-side effect a second time: a real driver passes the key to the system it calls.
+An action is built from its settings (the plan's `{"kind": ..., ...}` object) and the
+dependencies every action may use. The executor calls `do` (or `undo`, on rollback) with a
+`StepCall` that carries the step's deadline and the call's idempotency key
+(`op_id:step:attempt`, `op_id:step:undo:n`, plus `:i` for the i-th action of a parallel
+step). A call repeated with the same key, after a worker died mid-step, must not apply
+its side effect a second time: a real action passes the key to the system it calls.
+
+An action answers in one of three ways:
+- it returns the step's output (a small JSON object): done;
+- it returns `NotYet(at)`: nothing failed, ask again at `at` — the worker records it,
+  gives its slot back and runs the operation again then, so a waiting step holds no slot;
+- it raises `ActionFailed`: `transient=True` is retried with backoff inside the step's
+  deadline, with the same key; otherwise the step fails.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+Output = dict[str, Any]
+# (pair id, secret name) -> its value; raises ActionFailed when it is not set.
+SecretResolver = Callable[[str, str], Awaitable[str]]
 
 
 @dataclass(frozen=True)
-class StepContext:
+class NotYet:
+    """Not done and not failed: call again at `at`."""
+
+    at: datetime
+    detail: str | None = None
+
+
+class ActionFailed(Exception):
+    """The action did not do what it should; the message is shown to the operator."""
+
+    def __init__(self, message: str, *, transient: bool = False, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.transient = transient
+        self.details = details
+
+
+@dataclass(frozen=True)
+class ActionDeps:
+    """What every action may use: built once per worker, shared by all calls."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    http: httpx.AsyncClient
+    secrets: SecretResolver
+
+
+@dataclass(frozen=True)
+class StepCall:
     cluster_id: str
     cluster_name: str
     operation_id: str
     kind: str
     mode: str
     step: str
+    # "do" or "undo"
+    phase: str
+    # The step's attempt for "do"; the undo attempt for "undo".
     attempt: int
+    idempotency_key: str
+    deadline_at: datetime
     source: dict[str, Any]
     target: dict[str, Any]
     deployments: list[dict[str, Any]]
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def idempotency_key(self) -> str:
-        return f"{self.operation_id}:{self.step}:{self.attempt}"
-
-    @property
-    def undo_key(self) -> str:
-        return f"{self.operation_id}:{self.step}:undo:{self.attempt}"
 
 
-class StepFailed(Exception):
-    """The step did not do what it should; the message is shown to the operator."""
+class Action(ABC):
+    kind: ClassVar[str]
+    # True for actions that change nothing (check, approval, ...): a step before the
+    # point of no return needs an undo unless its action changes nothing.
+    changes_nothing: ClassVar[bool] = False
 
-    def __init__(self, message: str, *, retryable: bool = True, **details: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retryable = retryable
-        self.details = details
-
-
-Output = dict[str, Any]
-
-
-class Driver(ABC):
-    @abstractmethod
-    async def preflight(self, ctx: StepContext) -> Output: ...
+    def __init__(self, settings: dict[str, Any], deps: ActionDeps) -> None:
+        self.settings = settings
+        self.deps = deps
 
     @abstractmethod
-    async def pause_schedulers(self, ctx: StepContext) -> Output: ...
+    async def do(self, call: StepCall) -> Output | NotYet: ...
 
-    @abstractmethod
-    async def drain_replication(self, ctx: StepContext) -> Output: ...
+    async def undo(self, call: StepCall) -> Output | NotYet:
+        raise ActionFailed(f"the {self.kind} action has no undo")
 
-    @abstractmethod
-    async def promote_target(self, ctx: StepContext) -> Output: ...
 
-    @abstractmethod
-    async def switch_traffic(self, ctx: StepContext) -> Output: ...
-
-    @abstractmethod
-    async def validate_deployments(self, ctx: StepContext) -> Output: ...
-
-    @abstractmethod
-    async def resume_schedulers(self, ctx: StepContext) -> Output: ...
-
-    @abstractmethod
-    async def undo_preflight(self, ctx: StepContext) -> Output: ...
-
-    @abstractmethod
-    async def undo_pause_schedulers(self, ctx: StepContext) -> Output: ...
-
-    @abstractmethod
-    async def undo_drain_replication(self, ctx: StepContext) -> Output: ...
-
-    async def run(self, ctx: StepContext) -> Output:
-        method = getattr(self, ctx.step)
-        return await method(ctx)  # type: ignore[no-any-return]
-
-    async def undo(self, ctx: StepContext) -> Output:
-        method = getattr(self, f"undo_{ctx.step}")
-        return await method(ctx)  # type: ignore[no-any-return]
+def call_key(operation_id: str, step: str, phase: str, attempt: int, index: int | None) -> str:
+    """The idempotency key of DESIGN.md section 4."""
+    key = (
+        f"{operation_id}:{step}:{attempt}"
+        if phase == "do"
+        else f"{operation_id}:{step}:undo:{attempt}"
+    )
+    return key if index is None else f"{key}:{index}"

@@ -1,48 +1,159 @@
-"""The embedded driver: no infrastructure, per-pair latency and failure injection.
+"""The simulated action: no infrastructure, per-pair latency and failure injection.
 
-Each side effect is a row in `driver_effects` keyed by the call's idempotency key, so a
+Settings (a pair's `driver`): `step_delay_ms`; `fail: {step: n}` — the first n attempts of
+that step fail for good (each needs an operator retry); `fail_transient: {step: n}` — the
+first n calls fail transiently and are retried inside the step; `fail_undo: {step: n}` —
+the first n undo attempts fail; `gate: ["step", "step:undo"]` — the call answers "not
+yet" until a row in `simulated_gates` opens it, so a test can hold a step exactly where it
+wants without racing a clock.
+
+Each side effect is a row in `simulated_effects` keyed by the call's idempotency key, so a
 call repeated after a crash finds its row and applies nothing again.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import Field, SQLModel, col
 
-from app.actions.base import Driver, Output, StepContext, StepFailed
-from app.actions.effects import DriverEffect
+from app.actions.base import Action, ActionFailed, NotYet, Output, StepCall
+from app.columns import JSONType, UTCDateTime, utcnow
 from app.db import unit_of_work
 
+# How often a gated call asks again.
+GATE_POLL_S = 0.1
 
-class SimulatedDriver(Driver):
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: dict[str, Any]):
-        self._sessions = sessions
-        self._delay_s = int(settings.get("step_delay_ms", 0)) / 1000
-        self._fail: dict[str, int] = dict(settings.get("fail") or {})
 
-    async def _effect(self, ctx: StepContext, action: str, output: Output) -> Output:
-        if action == "apply" and ctx.attempt <= self._fail.get(ctx.step, 0):
-            if self._delay_s:
-                await asyncio.sleep(self._delay_s)
-            raise StepFailed(
-                f"simulated failure of {ctx.step} (attempt {ctx.attempt})",
+class SimulatedEffect(SQLModel, table=True):
+    """One applied side effect per idempotency key (or one refused call, `transient`)."""
+
+    __tablename__ = "simulated_effects"
+
+    idempotency_key: str = Field(primary_key=True, max_length=160)
+    cluster_id: str = Field(max_length=40, index=True)
+    operation_id: str = Field(max_length=40, index=True)
+    step: str = Field(max_length=40)
+    # apply | undo | transient
+    action: str = Field(max_length=12)
+    attempt: int
+    output: dict[str, Any] = Field(sa_type=JSONType)
+    applied_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class SimulatedGate(SQLModel, table=True):
+    """An opened gate: `name` is a step, or `step:undo`."""
+
+    __tablename__ = "simulated_gates"
+
+    cluster_id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(primary_key=True, max_length=60)
+    opened_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+def _outputs(call: StepCall) -> Output:
+    return {
+        "preflight": {"target_region": call.target["region"], "target_healthy": True},
+        "pause_schedulers": {"paused_region": call.source["region"]},
+        "drain_replication": {"replication_lag_ms": 0},
+        "promote_target": {"promoted": call.target["name"]},
+        "switch_traffic": {"endpoint_region": call.target["region"]},
+        "validate_deployments": {
+            "healthy": [d["name"] for d in call.deployments],
+            "unhealthy": [],
+        },
+        "resume_schedulers": {"resumed_region": call.target["region"]},
+    }.get(call.step, {"step": call.step})
+
+
+class SimulatedAction(Action):
+    kind: ClassVar[str] = "simulated"
+
+    @property
+    def _delay_s(self) -> float:
+        return int(self.settings.get("step_delay_ms", 0)) / 1000
+
+    def _count(self, setting: str, step: str) -> int:
+        return int((self.settings.get(setting) or {}).get(step, 0))
+
+    async def do(self, call: StepCall) -> Output | NotYet:
+        if await self._gated(call, call.step):
+            return NotYet(utcnow() + timedelta(seconds=GATE_POLL_S), "gate closed")
+        if call.attempt <= self._count("fail", call.step):
+            await asyncio.sleep(self._delay_s)
+            raise ActionFailed(
+                f"simulated failure of {call.step} (attempt {call.attempt})",
                 injected=True,
-                attempt=ctx.attempt,
+                attempt=call.attempt,
             )
-        key = ctx.idempotency_key if action == "apply" else ctx.undo_key
-        async with unit_of_work(self._sessions) as session:
-            existing = await session.get(DriverEffect, key)
+        await self._maybe_transient(call)
+        return await self._effect(call, "apply", _outputs(call))
+
+    async def undo(self, call: StepCall) -> Output | NotYet:
+        if await self._gated(call, f"{call.step}:undo"):
+            return NotYet(utcnow() + timedelta(seconds=GATE_POLL_S), "gate closed")
+        if call.attempt <= self._count("fail_undo", call.step):
+            await asyncio.sleep(self._delay_s)
+            raise ActionFailed(
+                f"simulated failure of the undo of {call.step} (attempt {call.attempt})",
+                injected=True,
+                attempt=call.attempt,
+            )
+        output = (
+            {"resumed_region": call.source["region"]} if call.step == "pause_schedulers" else {}
+        )
+        return await self._effect(call, "undo", output)
+
+    async def _gated(self, call: StepCall, name: str) -> bool:
+        if name not in (self.settings.get("gate") or ()):
+            return False
+        async with unit_of_work(self.deps.sessions) as session:
+            opened = await session.get(SimulatedGate, (call.cluster_id, name))
+        return opened is None
+
+    async def _maybe_transient(self, call: StepCall) -> None:
+        allowed = self._count("fail_transient", call.step)
+        if not allowed:
+            return
+        async with unit_of_work(self.deps.sessions) as session:
+            failed = await session.scalar(
+                select(func.count()).where(
+                    col(SimulatedEffect.operation_id) == call.operation_id,
+                    col(SimulatedEffect.step) == call.step,
+                    col(SimulatedEffect.action) == "transient",
+                )
+            )
+            if int(failed or 0) >= allowed:
+                return
+            session.add(
+                SimulatedEffect(
+                    idempotency_key=f"{call.idempotency_key}:transient:{int(failed or 0) + 1}",
+                    cluster_id=call.cluster_id,
+                    operation_id=call.operation_id,
+                    step=call.step,
+                    action="transient",
+                    attempt=call.attempt,
+                    output={"key": call.idempotency_key},
+                )
+            )
+        raise ActionFailed(f"simulated transient failure of {call.step}", transient=True)
+
+    async def _effect(self, call: StepCall, action: str, output: Output) -> Output:
+        async with unit_of_work(self.deps.sessions) as session:
+            existing = await session.get(SimulatedEffect, call.idempotency_key)
             if existing is None:
                 session.add(
-                    DriverEffect(
-                        idempotency_key=key,
-                        cluster_id=ctx.cluster_id,
-                        operation_id=ctx.operation_id,
-                        step=ctx.step,
+                    SimulatedEffect(
+                        idempotency_key=call.idempotency_key,
+                        cluster_id=call.cluster_id,
+                        operation_id=call.operation_id,
+                        step=call.step,
                         action=action,
-                        attempt=ctx.attempt,
+                        attempt=call.attempt,
                         output=output,
                     )
                 )
@@ -50,39 +161,13 @@ class SimulatedDriver(Driver):
                 output = dict(existing.output)
         # The effect is recorded before the latency so that a worker killed during the
         # wait leaves an applied effect behind, as a real remote call would.
-        if self._delay_s:
-            await asyncio.sleep(self._delay_s)
+        await asyncio.sleep(self._delay_s)
         return output
 
-    async def preflight(self, ctx: StepContext) -> Output:
-        return await self._effect(
-            ctx, "apply", {"target_region": ctx.target["region"], "target_healthy": True}
-        )
 
-    async def pause_schedulers(self, ctx: StepContext) -> Output:
-        return await self._effect(ctx, "apply", {"paused_region": ctx.source["region"]})
-
-    async def drain_replication(self, ctx: StepContext) -> Output:
-        return await self._effect(ctx, "apply", {"replication_lag_ms": 0})
-
-    async def promote_target(self, ctx: StepContext) -> Output:
-        return await self._effect(ctx, "apply", {"promoted": ctx.target["name"]})
-
-    async def switch_traffic(self, ctx: StepContext) -> Output:
-        return await self._effect(ctx, "apply", {"endpoint_region": ctx.target["region"]})
-
-    async def validate_deployments(self, ctx: StepContext) -> Output:
-        names = [d["name"] for d in ctx.deployments]
-        return await self._effect(ctx, "apply", {"healthy": names, "unhealthy": []})
-
-    async def resume_schedulers(self, ctx: StepContext) -> Output:
-        return await self._effect(ctx, "apply", {"resumed_region": ctx.target["region"]})
-
-    async def undo_preflight(self, ctx: StepContext) -> Output:
-        return await self._effect(ctx, "undo", {})
-
-    async def undo_pause_schedulers(self, ctx: StepContext) -> Output:
-        return await self._effect(ctx, "undo", {"resumed_region": ctx.source["region"]})
-
-    async def undo_drain_replication(self, ctx: StepContext) -> Output:
-        return await self._effect(ctx, "undo", {})
+async def forget_pair(session: AsyncSession, cluster_id: str) -> None:
+    """A deleted pair's simulated effects and gates go with it."""
+    await session.execute(
+        delete(SimulatedEffect).where(col(SimulatedEffect.cluster_id) == cluster_id)
+    )
+    await session.execute(delete(SimulatedGate).where(col(SimulatedGate.cluster_id) == cluster_id))

@@ -1,25 +1,23 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
 from app.common import Strict
+from app.domain.plans import MAX_TIMEOUT_S, STEP_NAMES
 
 Name = Annotated[
     str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 ]
 Region = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")]
-StepName = Literal[
-    "preflight",
-    "pause_schedulers",
-    "drain_replication",
-    "promote_target",
-    "switch_traffic",
-    "validate_deployments",
-    "resume_schedulers",
-]
+# The steps of the default plan (app.domain.plans.DEFAULT_STEPS), as an enum of names.
+StepName = StrEnum("StepName", {name: name for name in STEP_NAMES})  # type: ignore[misc]
+Count = Annotated[int, Field(ge=0, le=1000)]
+# A gate holds a step's action ("step") or its undo ("step:undo") until it is opened.
+GATE_PATTERN = "^(" + "|".join(STEP_NAMES) + ")(:undo)?$"
 
 
 class Site(Strict):
@@ -33,8 +31,19 @@ class SimulatedDriver(Strict):
 
     kind: Literal["simulated"] = "simulated"
     step_delay_ms: int = Field(default=0, ge=0, le=600_000)
-    # step name -> how many of that step's first attempts fail.
-    fail: dict[StepName, Annotated[int, Field(ge=0, le=1000)]] = Field(default_factory=dict)
+    # step -> how many of that step's first attempts fail for good (each needs a retry).
+    fail: dict[StepName, Count] = Field(default_factory=dict)
+    # step -> how many of that step's first calls fail transiently (retried in the step).
+    fail_transient: dict[StepName, Count] = Field(default_factory=dict)
+    # step -> how many of that step's first undo attempts fail.
+    fail_undo: dict[StepName, Count] = Field(default_factory=dict)
+    # step -> its deadline in seconds (default: 300, or twice step_delay_ms if longer).
+    timeout_s: dict[StepName, Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S)]] = Field(
+        default_factory=dict
+    )
+    gate: list[Annotated[str, StringConstraints(pattern=GATE_PATTERN)]] = Field(
+        default_factory=list, max_length=14
+    )
 
 
 class Deployment(Strict):

@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.actions.effects import DriverEffect
+from app.actions import registry as actions
 from app.clusters.models import Cluster
 from app.clusters.schemas import ClusterCreate, ClusterOut, ClusterPatch
 from app.columns import new_id, utcnow
@@ -35,7 +35,7 @@ async def create(session: AsyncSession, org_id: str, body: ClusterCreate) -> Clu
         name=body.name,
         primary=body.primary.model_dump(),
         secondary=body.secondary.model_dump(),
-        driver=body.driver.model_dump(),
+        driver=body.driver.model_dump(mode="json"),
         deployments=[d.model_dump() for d in body.deployments],
         state=ClusterState.PRIMARY_ACTIVE.value,
         active_region=body.primary.region,
@@ -124,7 +124,7 @@ async def update(
     if changes.get("name") is None:
         changes.pop("name", None)
     if "driver" in changes and body.driver is not None:
-        cluster.driver = body.driver.model_dump()
+        cluster.driver = body.driver.model_dump(mode="json")
     if "deployments" in changes and body.deployments is not None:
         cluster.deployments = [d.model_dump() for d in body.deployments]
     if "name" in changes:
@@ -153,7 +153,7 @@ async def remove(session: AsyncSession, org_id: str, cluster_id: str, if_match: 
         )
     op_ids = select(col(Operation.id)).where(Operation.cluster_id == cluster_id)  # type: ignore[arg-type]
     await session.execute(delete(OperationStep).where(OperationStep.operation_id.in_(op_ids)))  # type: ignore[attr-defined]
-    await session.execute(delete(DriverEffect).where(DriverEffect.cluster_id == cluster_id))  # type: ignore[arg-type]
+    await actions.forget_pair(session, cluster_id)
     await session.execute(delete(Operation).where(Operation.cluster_id == cluster_id))  # type: ignore[arg-type]
     await session.delete(cluster)
     await session.flush()

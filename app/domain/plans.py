@@ -1,9 +1,17 @@
-"""Operation kinds, modes and plans: which steps a failover or failback runs, in order."""
+"""Operation kinds, statuses and plans: which steps a failover or failback runs, in order.
+
+A plan is data: an ordered list of steps, each naming the action that carries it out, an
+optional undo, whether it is the point of no return, whether a forced operation skips it,
+its deadline and how many transient failures it absorbs. A pair registered with a
+`driver` runs the default plan of DESIGN.md section 2, every step through that driver's
+action.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from app.domain.states import ClusterState, Trigger
 
@@ -30,44 +38,112 @@ class OperationStatus(StrEnum):
 UNFINISHED = frozenset(
     {OperationStatus.QUEUED, OperationStatus.RUNNING, OperationStatus.CANCELLING}
 )
+FINISHED = frozenset(set(OperationStatus) - UNFINISHED)
 
 
 class StepStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
+    # Waiting for a person's approval, nothing else: a polling step stays `running`.
+    WAITING = "waiting"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"
     ROLLED_BACK = "rolled_back"
 
 
+# Transient failures a step absorbs (retried with backoff inside its deadline).
+DEFAULT_RETRIES = 3
+# Deadline of a step, per action kind, when the plan gives none (DESIGN.md section 8).
+DEFAULT_TIMEOUT_S: dict[str, float] = {
+    "http": 300,
+    "check": 600,
+    "approval": 3600,
+    "postgres": 600,
+    "deployments": 60,
+    "simulated": 300,
+}
+MAX_TIMEOUT_S = 7 * 24 * 3600
+
+
 @dataclass(frozen=True)
-class StepSpec:
+class StepPlan:
     name: str
-    reversible: bool
-    # Source-side steps that cannot run when the source is unreachable.
-    skipped_when_forced: bool = False
+    action: dict[str, Any]
+    undo: dict[str, Any] | None = None
+    point_of_no_return: bool = False
+    skip_when_forced: bool = False
+    timeout_s: float = DEFAULT_TIMEOUT_S["simulated"]
+    retries: int = DEFAULT_RETRIES
+    # A step with several actions runs them all at once (`parallel` in a plan).
+    parallel: tuple[dict[str, Any], ...] = field(default=())
+
+    def actions(self) -> list[dict[str, Any]]:
+        return list(self.parallel) if self.parallel else [self.action]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["parallel"] = list(self.parallel)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepPlan:
+        return cls(**{**data, "parallel": tuple(data.get("parallel") or ())})
 
 
-# promote_target is the point of no return: every step from it on is irreversible.
-STEPS: tuple[StepSpec, ...] = (
-    StepSpec("preflight", reversible=True),
-    StepSpec("pause_schedulers", reversible=True, skipped_when_forced=True),
-    StepSpec("drain_replication", reversible=True, skipped_when_forced=True),
-    StepSpec("promote_target", reversible=False),
-    StepSpec("switch_traffic", reversible=False),
-    StepSpec("validate_deployments", reversible=False),
-    StepSpec("resume_schedulers", reversible=False),
+# The default plan of DESIGN.md section 2: (name, skipped when forced). promote_target is
+# the point of no return; every step before it is undone by its own action on rollback.
+DEFAULT_STEPS: tuple[tuple[str, bool], ...] = (
+    ("preflight", False),
+    ("pause_schedulers", True),
+    ("drain_replication", True),
+    ("promote_target", False),
+    ("switch_traffic", False),
+    ("validate_deployments", False),
+    ("resume_schedulers", False),
 )
 POINT_OF_NO_RETURN = "promote_target"
-STEP_NAMES = tuple(step.name for step in STEPS)
+STEP_NAMES = tuple(name for name, _ in DEFAULT_STEPS)
 
 
-@dataclass(frozen=True)
-class PlannedStep:
-    name: str
-    reversible: bool
-    status: StepStatus
+def default_plan(driver: dict[str, Any]) -> list[StepPlan]:
+    """The default plan, every step carried out by the pair's driver (an action kind)."""
+    kind = str(driver.get("kind", "simulated"))
+    delay_s = float(driver.get("step_delay_ms", 0)) / 1000
+    timeouts: dict[str, float] = dict(driver.get("timeout_s") or {})
+    # A simulated step may take its delay twice (the effect, then an undo): never less.
+    fallback = max(DEFAULT_TIMEOUT_S.get(kind, 300), 2 * delay_s)
+    before = True
+    steps = []
+    for name, skip_when_forced in DEFAULT_STEPS:
+        if name == POINT_OF_NO_RETURN:
+            before = False
+        steps.append(
+            StepPlan(
+                name=name,
+                action=dict(driver),
+                undo=dict(driver) if before else None,
+                point_of_no_return=name == POINT_OF_NO_RETURN,
+                skip_when_forced=skip_when_forced,
+                timeout_s=float(timeouts.get(name, fallback)),
+            )
+        )
+    return steps
+
+
+def reversible(plan: list[StepPlan]) -> list[bool]:
+    """Steps before the point of no return can be rolled back; it and those after cannot."""
+    flags, before = [], True
+    for step in plan:
+        before = before and not step.point_of_no_return
+        flags.append(before)
+    return flags
+
+
+def initial_status(step: StepPlan, mode: Mode) -> StepStatus:
+    return (
+        StepStatus.SKIPPED if mode is Mode.FORCED and step.skip_when_forced else StepStatus.PENDING
+    )
 
 
 @dataclass(frozen=True)
@@ -95,23 +171,3 @@ RULES: dict[OperationKind, KindRules] = {
         rolled_back=Trigger.FAILBACK_ROLLED_BACK,
     ),
 }
-
-
-def plan(mode: Mode) -> list[PlannedStep]:
-    """The steps of an operation. Failback runs the same steps toward the primary."""
-    return [
-        PlannedStep(
-            name=spec.name,
-            reversible=spec.reversible,
-            status=(
-                StepStatus.SKIPPED
-                if mode is Mode.FORCED and spec.skipped_when_forced
-                else StepStatus.PENDING
-            ),
-        )
-        for spec in STEPS
-    ]
-
-
-def is_reversible(step_name: str) -> bool:
-    return next(spec.reversible for spec in STEPS if spec.name == step_name)

@@ -3,8 +3,12 @@
 A worker takes an operation by a conditional UPDATE on its lease and renews it while it
 works; every write it makes first checks that it still holds the lease. If the worker
 dies, the lease runs out and the sweeper hands the operation to another worker, which
-resumes from the database: a step found `running` is called again with the same
-attempt number, hence the same idempotency key, so its effect is not applied twice.
+resumes from the database: a step found `running` is called again with the same attempt
+number, hence the same idempotency key, so its effect is not applied twice.
+
+What happens next is decided by `app.domain.progress.next_move`; this module only reads,
+calls actions and writes. A step whose action answers "not yet" gives the worker slot
+back: the operation is parked (`wake_at`) and enqueued again for then.
 """
 
 from __future__ import annotations
@@ -12,47 +16,107 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from app.actions.base import Driver, StepContext, StepFailed
+from app.actions import registry
+from app.actions.base import ActionDeps, ActionFailed, NotYet, Output, StepCall, call_key
 from app.clusters.models import Cluster
 from app.clusters.transitions import apply_transition
 from app.columns import utcnow
 from app.db import unit_of_work
-from app.domain.plans import RULES, OperationKind, OperationStatus, StepStatus
-from app.events.service import emit_event, emit_events
+from app.domain.plans import (
+    RULES,
+    OperationKind,
+    OperationStatus,
+    StepPlan,
+    StepStatus,
+    default_plan,
+)
+from app.domain.progress import (
+    Call,
+    EndRollback,
+    Idle,
+    OperationView,
+    Start,
+    StepView,
+    Succeed,
+    TimeOut,
+    Undo,
+    Wait,
+    after_failure,
+    next_move,
+    wake_time,
+)
+from app.events.service import emit_events
 from app.operations.models import Operation, OperationStep
 from app.operations.service import steps_of
 
 log = logging.getLogger("tandem.executor")
 
-DriverFactory = Callable[[dict[str, Any]], Driver]
 Notify = Callable[[str], Awaitable[None]]
+# (operation id, lease epoch, when) -> put the operation back on the queue for then.
+EnqueueAt = Callable[[str, int, datetime], Awaitable[None]]
+Events = list[tuple[str, dict[str, Any]]]
+
+PROBLEM_TYPE = "https://tandem.dev/problems/"
 
 
 class LeaseLost(Exception):
     pass
 
 
+@dataclass
+class Failure:
+    code: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+Outcome = Output | NotYet | Failure
+
+
+@dataclass
+class _Run:
+    """What the worker holds while it has the lease: it is the only writer of the steps,
+    so they are read once; the operation's status is re-read on every write."""
+
+    operation: Operation
+    cluster: Cluster
+    steps: list[OperationStep]
+    plan: list[StepPlan]
+    # A step that succeeded, written with the next boundary's transaction.
+    finished: tuple[int, Output] | None = None
+
+    def view(self) -> OperationView:
+        return OperationView(
+            status=OperationStatus(self.operation.status),
+            steps=[StepView(StepStatus(s.status), s.reversible, s.deadline_at) for s in self.steps],
+            wake_at=self.operation.wake_at,
+        )
+
+
 class Executor:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        driver_factory: DriverFactory,
+        deps: ActionDeps,
         owner: str,
         lease_ttl_s: float,
         notify: Notify | None = None,
+        enqueue_at: EnqueueAt | None = None,
     ) -> None:
         self._sessions = sessions
-        self._driver_factory = driver_factory
+        self._deps = deps
         self._owner = owner
         self._ttl = timedelta(seconds=lease_ttl_s)
         self._notify = notify
+        self._enqueue_at = enqueue_at
 
     # -- lease ---------------------------------------------------------------
 
@@ -62,11 +126,11 @@ class Executor:
             result = await session.execute(
                 update(Operation)
                 .where(
-                    Operation.id == operation_id,  # type: ignore[arg-type]
-                    Operation.done == False,  # type: ignore[arg-type]  # noqa: E712
+                    col(Operation.id) == operation_id,
+                    col(Operation.done).is_(False),
                     or_(
-                        Operation.lease_owner == None,  # type: ignore[arg-type]  # noqa: E711
-                        Operation.lease_expires_at < now,  # type: ignore[arg-type,operator]
+                        col(Operation.lease_owner).is_(None),
+                        col(Operation.lease_expires_at) < now,
                     ),
                 )
                 .values(
@@ -78,36 +142,56 @@ class Executor:
             )
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
-    async def _hold(self, session: AsyncSession, operation_id: str) -> str:
+    async def _hold(self, session: AsyncSession, run: _Run) -> OperationStatus:
         """Renew the lease inside `session`'s transaction and lock the operation's row;
         returns its status. Raises LeaseLost when another worker has taken it over."""
-        status = await session.scalar(
-            update(Operation)
-            .where(col(Operation.id) == operation_id, col(Operation.lease_owner) == self._owner)
-            .values(lease_expires_at=utcnow() + self._ttl, updated_at=utcnow())
-            .returning(col(Operation.status))
-            .execution_options(synchronize_session=False)
-        )
-        if status is None:
-            raise LeaseLost(operation_id)
-        return str(status)
-
-    async def _release(self, operation_id: str) -> None:
-        async with unit_of_work(self._sessions) as session:
+        row = (
             await session.execute(
                 update(Operation)
-                .where(Operation.id == operation_id, Operation.lease_owner == self._owner)  # type: ignore[arg-type]
-                .values(lease_owner=None, lease_expires_at=None)
+                .where(
+                    col(Operation.id) == run.operation.id,
+                    col(Operation.lease_owner) == self._owner,
+                )
+                .values(lease_expires_at=utcnow() + self._ttl, updated_at=utcnow())
+                .returning(col(Operation.status), col(Operation.wake_at))
                 .execution_options(synchronize_session=False)
             )
+        ).first()
+        if row is None:
+            raise LeaseLost(run.operation.id)
+        run.operation.status, run.operation.wake_at = str(row[0]), row[1]
+        return OperationStatus(row[0])
 
-    async def _heartbeat(self, operation_id: str, work: asyncio.Task[None]) -> None:
+    async def _renew(self, operation_id: str) -> None:
+        async with unit_of_work(self._sessions) as session:
+            renewed = await session.scalar(
+                update(Operation)
+                .where(col(Operation.id) == operation_id, col(Operation.lease_owner) == self._owner)
+                .values(lease_expires_at=utcnow() + self._ttl)
+                .returning(col(Operation.id))
+                .execution_options(synchronize_session=False)
+            )
+        if renewed is None:
+            raise LeaseLost(operation_id)
+
+    async def _release(self, operation_id: str) -> int | None:
+        """Give the lease back; the lease epoch, or None when it was not ours any more."""
+        async with unit_of_work(self._sessions) as session:
+            epoch = await session.scalar(
+                update(Operation)
+                .where(col(Operation.id) == operation_id, col(Operation.lease_owner) == self._owner)
+                .values(lease_owner=None, lease_expires_at=None)
+                .returning(col(Operation.lease_epoch))
+                .execution_options(synchronize_session=False)
+            )
+        return None if epoch is None else int(epoch)
+
+    async def _heartbeat(self, operation_id: str, work: asyncio.Future[Any]) -> None:
         interval = self._ttl.total_seconds() / 3
         while True:
             await asyncio.sleep(interval)
             try:
-                async with unit_of_work(self._sessions) as session:
-                    await self._hold(session, operation_id)
+                await self._renew(operation_id)
             except LeaseLost:
                 log.warning("lost the lease on %s; stopping", operation_id)
                 work.cancel()
@@ -121,8 +205,9 @@ class Executor:
             return False
         work = asyncio.ensure_future(self._drive(operation_id))
         beat = asyncio.ensure_future(self._heartbeat(operation_id, work))
+        wake_at: datetime | None = None
         try:
-            await work
+            wake_at = await work
         except LeaseLost:
             log.warning("operation %s was taken over by another worker", operation_id)
         except asyncio.CancelledError:
@@ -131,10 +216,438 @@ class Executor:
             log.warning("lost the lease on %s; another worker resumes it", operation_id)
         finally:
             beat.cancel()
-            await self._release(operation_id)
+            epoch = await self._release(operation_id)
+        if wake_at is not None and epoch is not None and self._enqueue_at is not None:
+            # Parked: the slot is free now; the queue (or the sweeper) brings it back.
+            await self._enqueue_at(operation_id, epoch, wake_at)
         return True
 
-    # -- the plan ------------------------------------------------------------
+    # -- the loop ------------------------------------------------------------
+
+    async def _drive(self, operation_id: str) -> datetime | None:
+        """Run moves until the operation is finished (None) or parked (when to resume)."""
+        run = await self._load(operation_id)
+        if run is None:
+            return None
+        while True:
+            move = next_move(run.view(), utcnow())
+            match move:
+                case Idle():
+                    return None
+                case Wait(until=until):
+                    return until
+                case Start(index=index):
+                    await self._start(run, index)
+                case Call(index=index):
+                    await self._record(run, index, await self._call(run, index, "do"))
+                case TimeOut(index=index):
+                    step = run.steps[index]
+                    await self._fail(run, index, _timed_out(step))
+                case Undo(index=index):
+                    await self._start_undo(run, index)
+                    if run.operation.status == OperationStatus.CANCELLING.value:
+                        outcome = await self._call(run, index, "undo")
+                        await self._record_undo(run, index, outcome)
+                case Succeed():
+                    await self._succeed(run)
+                    return None
+                case EndRollback():
+                    await self._end_rollback(run)
+                    return None
+
+    async def _load(self, operation_id: str) -> _Run | None:
+        async with unit_of_work(self._sessions) as session:
+            operation = await session.get(Operation, operation_id, populate_existing=True)
+            if operation is None or operation.done:
+                return None
+            cluster = await session.get(Cluster, operation.cluster_id, populate_existing=True)
+            assert cluster is not None
+            steps = await steps_of(session, operation_id)
+            plan = (
+                [StepPlan.from_dict(s) for s in operation.plan]
+                if operation.plan
+                else default_plan(cluster.driver)
+            )
+            run = _Run(operation=operation, cluster=cluster, steps=steps, plan=plan)
+            await self._hold(session, run)
+        return run
+
+    def _call_for(self, run: _Run, index: int, phase: str, item: int | None) -> StepCall:
+        operation, cluster, step = run.operation, run.cluster, run.steps[index]
+        failover = operation.kind == OperationKind.FAILOVER.value
+        source, target = (
+            (cluster.primary, cluster.secondary)
+            if failover
+            else (cluster.secondary, cluster.primary)
+        )
+        attempt = max(step.attempts, 1) if phase == "do" else max(step.undo_attempts, 1)
+        deadline = step.deadline_at if phase == "do" else None
+        return StepCall(
+            cluster_id=cluster.id,
+            cluster_name=cluster.name,
+            operation_id=operation.id,
+            kind=operation.kind,
+            mode=operation.mode,
+            step=step.name,
+            phase=phase,
+            attempt=attempt,
+            idempotency_key=call_key(operation.id, step.name, phase, attempt, item),
+            deadline_at=deadline or utcnow() + timedelta(seconds=run.plan[index].timeout_s),
+            source=dict(source),
+            target=dict(target),
+            deployments=list(cluster.deployments),
+        )
+
+    async def _call(self, run: _Run, index: int, phase: str) -> Outcome:
+        """Call the step's action(s); transient failures are retried with the same key,
+        with backoff, inside the deadline."""
+        spec = run.plan[index]
+        settings = spec.actions() if phase == "do" else [spec.undo or {}]
+        items: list[int | None] = [None] if len(settings) == 1 else list(range(len(settings)))
+        calls = [self._call_for(run, index, phase, item) for item in items]
+        deadline = calls[0].deadline_at
+        transient = 0
+        while True:
+            remaining = (deadline - utcnow()).total_seconds()
+            if remaining <= 0:
+                return _timed_out(run.steps[index])
+            try:
+                async with asyncio.timeout(remaining):
+                    results = await asyncio.gather(
+                        *(self._one(s, c) for s, c in zip(settings, calls, strict=True))
+                    )
+            except TimeoutError:
+                return _timed_out(run.steps[index], deadline)
+            failures = [r for r in results if isinstance(r, Failure)]
+            if any(not f.details.get("transient") for f in failures):
+                return next(f for f in failures if not f.details.get("transient"))
+            if failures:
+                transient += 1
+                if transient > spec.retries:
+                    last = failures[0]
+                    last.message = f"{last.message} (after {transient} tries)"
+                    return last
+                await asyncio.sleep(min(0.1 * 2**transient, 5.0, max(remaining - 0.05, 0)))
+                continue
+            waits = [r for r in results if isinstance(r, NotYet)]
+            if waits:
+                return min(waits, key=lambda w: w.at)
+            outputs = [r for r in results if isinstance(r, dict)]
+            return outputs[0] if items == [None] else {"results": outputs}
+
+    async def _one(self, settings: dict[str, Any], call: StepCall) -> Outcome:
+        try:
+            action = registry.build(settings, self._deps)
+            return await (action.do(call) if call.phase == "do" else action.undo(call))
+        except ActionFailed as exc:
+            return Failure("step_failed", exc.message, {**exc.details, "transient": exc.transient})
+        except (asyncio.CancelledError, LeaseLost):
+            raise
+        except Exception as exc:  # an action bug must not look like a hang
+            log.exception("action %s raised in %s", settings.get("kind"), call.idempotency_key)
+            return Failure("step_failed", f"action error: {type(exc).__name__}: {exc}")
+
+    # -- writes --------------------------------------------------------------
+
+    async def _set_step(
+        self, session: AsyncSession, run: _Run, index: int, events: Events, **values: Any
+    ) -> None:
+        """Write a step's new values; `run.steps[index]` mirrors the row."""
+        step = run.steps[index]
+        await session.execute(
+            update(OperationStep)
+            .where(
+                col(OperationStep.operation_id) == run.operation.id,
+                col(OperationStep.position) == step.position,
+            )
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        for name, value in values.items():
+            setattr(step, name, value)
+        if "status" in values:
+            events.append(_step_changed(run.operation, step))
+
+    async def _set_operation(self, session: AsyncSession, run: _Run, **values: Any) -> None:
+        await session.execute(
+            update(Operation)
+            .where(col(Operation.id) == run.operation.id)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        for name, value in values.items():
+            setattr(run.operation, name, value)
+
+    async def _boundary(self, session: AsyncSession, run: _Run, events: Events) -> None:
+        """Open a write: renew the lease, re-read the status, and write the step that
+        succeeded since the last write."""
+        await self._hold(session, run)
+        if run.finished is not None:
+            index, output = run.finished
+            run.finished = None
+            await self._set_step(
+                session,
+                run,
+                index,
+                events,
+                status=StepStatus.SUCCEEDED.value,
+                output=output,
+                finished_at=utcnow(),
+            )
+
+    async def _emit(self, session: AsyncSession, run: _Run, events: Events) -> None:
+        if events:
+            await emit_events(session, run.operation.cluster_id, events)
+
+    async def _start(self, run: _Run, index: int) -> None:
+        step, spec = run.steps[index], run.plan[index]
+        events: Events = []
+        async with unit_of_work(self._sessions) as session:
+            await self._boundary(session, run, events)
+            status = OperationStatus(run.operation.status)
+            if status is not OperationStatus.CANCELLING:
+                now = utcnow()
+                changes: dict[str, Any] = {}
+                if status is OperationStatus.QUEUED:
+                    changes.update(
+                        status=OperationStatus.RUNNING.value,
+                        started_at=run.operation.started_at or now,
+                    )
+                if not step.reversible and not run.operation.past_point_of_no_return:
+                    # Under the row lock taken by _hold: a cancel either committed before
+                    # (and we saw `cancelling`) or will find this flag and be refused.
+                    changes["past_point_of_no_return"] = True
+                if changes:
+                    await self._set_operation(session, run, **changes)
+                await self._set_step(
+                    session,
+                    run,
+                    index,
+                    events,
+                    status=StepStatus.RUNNING.value,
+                    attempts=step.attempts + 1,
+                    started_at=now,
+                    finished_at=None,
+                    deadline_at=now + timedelta(seconds=spec.timeout_s),
+                    error=None,
+                )
+            await self._emit(session, run, events)
+
+    async def _record(self, run: _Run, index: int, outcome: Outcome) -> None:
+        if isinstance(outcome, Failure):
+            await self._fail(run, index, outcome)
+        elif isinstance(outcome, NotYet):
+            await self._park(run, index, outcome)
+        else:
+            # Written with the next boundary; the mirror moves on now.
+            run.finished = (index, outcome)
+            run.steps[index].status = StepStatus.SUCCEEDED.value
+
+    async def _park(self, run: _Run, index: int, not_yet: NotYet) -> None:
+        """The step asked to be called again later: remember when, in the row."""
+        async with unit_of_work(self._sessions) as session:
+            await self._hold(session, run)
+            if run.operation.status == OperationStatus.CANCELLING.value:
+                return  # a cancel came in meanwhile: roll back now instead of waiting
+            await self._set_operation(
+                session, run, wake_at=wake_time(not_yet.at, run.steps[index].deadline_at)
+            )
+
+    async def _fail(self, run: _Run, index: int, failure: Failure) -> None:
+        step = run.steps[index]
+        problem = _problem(step.name, failure, rolled_back=step.reversible)
+        events: Events = []
+        async with unit_of_work(self._sessions) as session:
+            await self._boundary(session, run, events)
+            now = utcnow()
+            await self._set_step(
+                session,
+                run,
+                index,
+                events,
+                status=StepStatus.FAILED.value,
+                error={"code": failure.code, "message": failure.message, **failure.details},
+                finished_at=now,
+            )
+            if failure.code == "step_timed_out":
+                events.append(
+                    (
+                        "operation.step_timed_out",
+                        {
+                            "operation_id": run.operation.id,
+                            "step": step.name,
+                            "deadline_at": failure.details.get("deadline_at"),
+                        },
+                    )
+                )
+            view = StepView(StepStatus.FAILED, step.reversible, step.deadline_at)
+            if after_failure(view) is OperationStatus.CANCELLING:
+                # The cause is in the row before the first undo: whoever finishes the
+                # rollback reports this failure, not a cancel.
+                await self._set_operation(
+                    session,
+                    run,
+                    status=OperationStatus.CANCELLING.value,
+                    rollback_cause=problem,
+                    wake_at=None,
+                )
+            else:
+                await self._set_operation(
+                    session,
+                    run,
+                    status=OperationStatus.FAILED.value,
+                    done=True,
+                    needs_attention=True,
+                    error=problem,
+                    wake_at=None,
+                    finished_at=now,
+                )
+                events.append(_failed(run.operation, problem, needs_attention=True))
+            await self._emit(session, run, events)
+        if run.operation.done:
+            await self._changed(run.operation.id)
+
+    async def _start_undo(self, run: _Run, index: int) -> None:
+        """Write the undo attempt before calling it: a worker taking over reuses its key."""
+        step = run.steps[index]
+        events: Events = []
+        async with unit_of_work(self._sessions) as session:
+            await self._boundary(session, run, events)
+            last_undo_failed = (step.error or {}).get("phase") == "undo"
+            if run.operation.status == OperationStatus.CANCELLING.value and (
+                step.undo_attempts == 0 or last_undo_failed
+            ):
+                await self._set_step(
+                    session, run, index, events, undo_attempts=step.undo_attempts + 1, error=None
+                )
+            await self._emit(session, run, events)
+
+    async def _record_undo(self, run: _Run, index: int, outcome: Outcome) -> None:
+        step = run.steps[index]
+        if isinstance(outcome, NotYet):
+            async with unit_of_work(self._sessions) as session:
+                await self._hold(session, run)
+                await self._set_operation(session, run, wake_at=outcome.at)
+            return
+        events: Events = []
+        async with unit_of_work(self._sessions) as session:
+            await self._hold(session, run)
+            now = utcnow()
+            if not isinstance(outcome, Failure):
+                await self._set_step(
+                    session,
+                    run,
+                    index,
+                    events,
+                    status=StepStatus.ROLLED_BACK.value,
+                    finished_at=now,
+                )
+                await self._set_operation(session, run, wake_at=None)
+            else:
+                # The pair stays mid-switch: a person must look, and retry runs the undo again.
+                await self._set_step(
+                    session,
+                    run,
+                    index,
+                    events,
+                    error={"phase": "undo", "code": "undo_failed", "message": outcome.message},
+                )
+                problem = {
+                    "type": PROBLEM_TYPE + "undo-failed",
+                    "title": "Undo failed during the rollback",
+                    "status": 500,
+                    "code": "undo_failed",
+                    "step": step.name,
+                    "detail": f"the undo of {step.name} failed: {outcome.message}; "
+                    "retry the operation to run the undo again",
+                }
+                if run.operation.rollback_cause is not None:
+                    problem["rollback_cause"] = run.operation.rollback_cause
+                await self._set_operation(
+                    session,
+                    run,
+                    status=OperationStatus.FAILED.value,
+                    done=True,
+                    needs_attention=True,
+                    error=problem,
+                    wake_at=None,
+                    finished_at=now,
+                )
+                events.append(_step_changed(run.operation, step))
+                events.append(_failed(run.operation, problem, needs_attention=True))
+            await self._emit(session, run, events)
+        if run.operation.done:
+            await self._changed(run.operation.id)
+
+    async def _succeed(self, run: _Run) -> None:
+        events: Events = []
+        async with unit_of_work(self._sessions) as session:
+            await self._boundary(session, run, events)
+            if run.operation.status == OperationStatus.CANCELLING.value:
+                await self._emit(session, run, events)
+                return  # the loop asks again and rolls back
+            await self._emit(session, run, events)
+            events = []
+            rules = RULES[OperationKind(run.operation.kind)]
+            await apply_transition(
+                session, run.operation.cluster_id, rules.succeeded, run.operation.id
+            )
+            now = utcnow()
+            await self._set_operation(
+                session,
+                run,
+                status=OperationStatus.SUCCEEDED.value,
+                done=True,
+                wake_at=None,
+                finished_at=now,
+            )
+            events.append(
+                (
+                    "operation.succeeded",
+                    {"operation_id": run.operation.id, "kind": run.operation.kind},
+                )
+            )
+            await self._emit(session, run, events)
+        await self._changed(run.operation.id)
+
+    async def _end_rollback(self, run: _Run) -> None:
+        events: Events = []
+        async with unit_of_work(self._sessions) as session:
+            await self._boundary(session, run, events)
+            for index, step in enumerate(run.steps):
+                if step.status == StepStatus.PENDING.value:
+                    await self._set_step(session, run, index, [], status=StepStatus.SKIPPED.value)
+            await self._emit(session, run, events)
+            events = []
+            rules = RULES[OperationKind(run.operation.kind)]
+            await apply_transition(
+                session, run.operation.cluster_id, rules.rolled_back, run.operation.id
+            )
+            cause = run.operation.rollback_cause
+            await self._set_operation(
+                session,
+                run,
+                status=(OperationStatus.FAILED if cause else OperationStatus.CANCELLED).value,
+                done=True,
+                error=cause,
+                wake_at=None,
+                finished_at=utcnow(),
+            )
+            if cause is not None:
+                events.append(_failed(run.operation, cause, needs_attention=False))
+            else:
+                events.append(
+                    (
+                        "operation.cancelled",
+                        {
+                            "operation_id": run.operation.id,
+                            "kind": run.operation.kind,
+                            "rolled_back": True,
+                        },
+                    )
+                )
+            await self._emit(session, run, events)
+        await self._changed(run.operation.id)
 
     async def _changed(self, operation_id: str) -> None:
         if self._notify is not None:
@@ -143,290 +656,48 @@ class Executor:
             except Exception:  # waiters fall back to polling
                 log.debug("notify failed for %s", operation_id, exc_info=True)
 
-    def _context(self, cluster: Cluster, operation: Operation, step: OperationStep) -> StepContext:
-        failover = operation.kind == OperationKind.FAILOVER.value
-        source, target = (
-            (cluster.primary, cluster.secondary)
-            if failover
-            else (cluster.secondary, cluster.primary)
-        )
-        return StepContext(
-            cluster_id=cluster.id,
-            cluster_name=cluster.name,
-            operation_id=operation.id,
-            kind=operation.kind,
-            mode=operation.mode,
-            step=step.name,
-            attempt=max(step.attempts, 1),
-            source=dict(source),
-            target=dict(target),
-            deployments=list(cluster.deployments),
-            settings=dict(cluster.driver),
-        )
 
-    async def _drive(self, operation_id: str) -> None:
-        # The lease makes this worker the only writer of the steps while it runs, so they
-        # are read once and kept here; the operation's status is re-read on every write
-        # (a cancel may arrive at any time).
-        async with unit_of_work(self._sessions) as session:
-            status = await self._hold(session, operation_id)
-            operation = await session.get(Operation, operation_id, populate_existing=True)
-            assert operation is not None
-            if operation.done:
-                return
-            cluster = await session.get(Cluster, operation.cluster_id, populate_existing=True)
-            assert cluster is not None
-            steps = await steps_of(session, operation_id)
-            past_point_of_no_return = operation.past_point_of_no_return
-        driver = self._driver_factory(cluster.driver)
-        finished: tuple[OperationStep, dict[str, Any]] | None = None
-        rollback_reason: dict[str, Any] | None = None
+def _timed_out(step: OperationStep, deadline: datetime | None = None) -> Failure:
+    at = deadline or step.deadline_at
+    return Failure(
+        "step_timed_out",
+        f"{step.name} did not finish before its deadline",
+        {"deadline_at": at.isoformat() if at else None},
+    )
 
-        while True:
-            step: OperationStep | None = None
-            async with unit_of_work(self._sessions) as session:
-                status = await self._hold(session, operation_id)
-                now = utcnow()
-                # The step events of one boundary are appended together, in order.
-                events: list[tuple[str, dict[str, Any]]] = []
-                if finished is not None:
-                    done_step, output = finished
-                    events.append(
-                        await self._set_step(
-                            session,
-                            operation,
-                            done_step,
-                            status=StepStatus.SUCCEEDED.value,
-                            output=output,
-                            finished_at=now,
-                        )
-                    )
-                if status == OperationStatus.CANCELLING.value:
-                    await emit_events(session, operation.cluster_id, events)
-                    break
-                step = next(
-                    (s for s in steps if s.status in (StepStatus.PENDING, StepStatus.RUNNING)),
-                    None,
-                )
-                changes: dict[str, Any] = {}
-                if status == OperationStatus.QUEUED.value:
-                    changes.update(
-                        status=OperationStatus.RUNNING.value,
-                        started_at=operation.started_at or now,
-                    )
-                if step is not None and not step.reversible and not past_point_of_no_return:
-                    # Under the row lock taken by _hold: a cancel either committed before
-                    # (and we saw `cancelling`) or will find this flag and be refused.
-                    changes["past_point_of_no_return"] = past_point_of_no_return = True
-                if changes:
-                    await session.execute(
-                        update(Operation)
-                        .where(col(Operation.id) == operation_id)
-                        .values(**changes)
-                        .execution_options(synchronize_session=False)
-                    )
-                if step is not None and step.status == StepStatus.PENDING.value:
-                    events.append(
-                        await self._set_step(
-                            session,
-                            operation,
-                            step,
-                            status=StepStatus.RUNNING.value,
-                            attempts=step.attempts + 1,
-                            started_at=now,
-                            error=None,
-                        )
-                    )
-                if events:
-                    await emit_events(session, operation.cluster_id, events)
-                if step is None:
-                    await self._succeed(session, operation)
-            if step is None:
-                await self._changed(operation_id)
-                return
 
-            ctx = self._context(cluster, operation, step)
-            try:
-                finished = (step, await driver.run(ctx))
-                continue
-            except StepFailed as exc:
-                message = exc.message
-                failure = {"message": message, "retryable": exc.retryable, **exc.details}
-            except (asyncio.CancelledError, LeaseLost):
-                raise
-            except Exception as exc:  # a driver bug must not look like a hang
-                log.exception("driver raised in %s of %s", ctx.step, operation_id)
-                message = f"driver error: {type(exc).__name__}: {exc}"
-                failure = {"message": message}
-            if not await self._step_failed(operation_id, ctx, failure):
-                return
-            rollback_reason = {
-                "code": "step_failed",
-                "step": ctx.step,
-                "detail": f"{ctx.step} failed: {message}; rolled back",
-            }
-            break
+def _problem(step: str, failure: Failure, *, rolled_back: bool) -> dict[str, Any]:
+    timed_out = failure.code == "step_timed_out"
+    if rolled_back:
+        title = "Step failed; the operation was rolled back"
+        detail = f"{step} failed: {failure.message}; rolled back"
+    else:
+        title = "Step failed past the point of no return"
+        detail = f"{step} failed: {failure.message}; retry the operation"
+    return {
+        "type": PROBLEM_TYPE + ("step-timed-out" if timed_out else "step-failed"),
+        "title": "Step timed out" if timed_out else title,
+        "status": 504 if timed_out else 500,
+        "code": failure.code,
+        "detail": detail,
+        "step": step,
+    }
 
-        await self._roll_back(operation_id, rollback_reason)
 
-    async def _set_step(
-        self,
-        session: AsyncSession,
-        operation: Operation,
-        step: OperationStep,
-        **values: Any,
-    ) -> tuple[str, dict[str, Any]]:
-        """Write a step's new status; `step` mirrors the row. Returns the event to append."""
-        await session.execute(
-            update(OperationStep)
-            .where(
-                col(OperationStep.operation_id) == operation.id,
-                col(OperationStep.position) == step.position,
-            )
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        for name, value in values.items():
-            setattr(step, name, value)
-        return _step_changed(operation, step)
-
-    async def _step_event(
-        self, session: AsyncSession, operation: Operation, step: OperationStep
-    ) -> None:
-        """Append the event saying what `step` (written, or pending in `session`) is now."""
-        await session.flush()
-        type_, data = _step_changed(operation, step)
-        await emit_event(session, operation.cluster_id, type_, data)
-
-    async def _succeed(self, session: AsyncSession, operation: Operation) -> None:
-        rules = RULES[OperationKind(operation.kind)]
-        await apply_transition(session, operation.cluster_id, rules.succeeded, operation.id)
-        now = utcnow()
-        await session.execute(
-            update(Operation)
-            .where(col(Operation.id) == operation.id)
-            .values(
-                status=OperationStatus.SUCCEEDED.value,
-                done=True,
-                finished_at=now,
-                updated_at=now,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        await emit_event(
-            session,
-            operation.cluster_id,
-            "operation.succeeded",
-            {"operation_id": operation.id, "kind": operation.kind},
-        )
-
-    async def _step_failed(
-        self, operation_id: str, ctx: StepContext, failure: dict[str, Any]
-    ) -> bool:
-        """Record the failure. True when the step was reversible and a rollback follows."""
-        async with unit_of_work(self._sessions) as session:
-            await self._hold(session, operation_id)
-            operation = await session.get(Operation, operation_id, populate_existing=True)
-            step = await session.get(
-                OperationStep, (operation_id, _position(ctx.step)), populate_existing=True
-            )
-            assert operation is not None and step is not None
-            step.status = StepStatus.FAILED.value
-            step.error = failure
-            step.finished_at = utcnow()
-            await self._step_event(session, operation, step)
-            if step.reversible:
-                return True
-            operation.status = OperationStatus.FAILED.value
-            operation.done = True
-            operation.needs_attention = True
-            operation.finished_at = utcnow()
-            operation.updated_at = operation.finished_at
-            operation.error = {
-                "type": "https://tandem.dev/problems/step-failed",
-                "title": "Step failed past the point of no return",
-                "status": 500,
-                "code": "step_failed",
-                "detail": f"{ctx.step} failed: {failure['message']}; retry the operation",
-                "step": ctx.step,
-            }
-            await session.flush()
-            await emit_event(
-                session,
-                operation.cluster_id,
-                "operation.failed",
-                {
-                    "operation_id": operation.id,
-                    "kind": operation.kind,
-                    "step": ctx.step,
-                    "needs_attention": True,
-                },
-            )
-        await self._changed(operation_id)
-        return False
-
-    async def _roll_back(self, operation_id: str, reason: dict[str, Any] | None) -> None:
-        """Undo the reversible steps done so far, newest first, and restore the origin."""
-        async with unit_of_work(self._sessions) as session:
-            await self._hold(session, operation_id)
-            operation = await session.get(Operation, operation_id, populate_existing=True)
-            assert operation is not None
-            if operation.status != OperationStatus.CANCELLING.value:
-                operation.status = OperationStatus.CANCELLING.value
-                operation.updated_at = utcnow()
-            cluster = await session.get(Cluster, operation.cluster_id, populate_existing=True)
-            assert cluster is not None
-            steps = await steps_of(session, operation_id)
-            driver = self._driver_factory(cluster.driver)
-            todo = [
-                (s.name, self._context(cluster, operation, s))
-                for s in reversed(steps)
-                if s.reversible and s.status in (StepStatus.SUCCEEDED, StepStatus.RUNNING)
-            ]
-        for name, ctx in todo:
-            await driver.undo(ctx)
-            async with unit_of_work(self._sessions) as session:
-                await self._hold(session, operation_id)
-                operation = await session.get(Operation, operation_id)
-                step = await session.get(
-                    OperationStep, (operation_id, _position(name)), populate_existing=True
-                )
-                assert operation is not None and step is not None
-                step.status = StepStatus.ROLLED_BACK.value
-                step.finished_at = utcnow()
-                await self._step_event(session, operation, step)
-
-        async with unit_of_work(self._sessions) as session:
-            await self._hold(session, operation_id)
-            operation = await session.get(Operation, operation_id, populate_existing=True)
-            assert operation is not None
-            for step in await steps_of(session, operation_id):
-                if step.status == StepStatus.PENDING.value:
-                    step.status = StepStatus.SKIPPED.value
-            rules = RULES[OperationKind(operation.kind)]
-            await apply_transition(session, operation.cluster_id, rules.rolled_back, operation.id)
-            failed = reason is not None
-            operation.status = (
-                OperationStatus.FAILED.value if failed else OperationStatus.CANCELLED.value
-            )
-            operation.done = True
-            operation.finished_at = utcnow()
-            operation.updated_at = operation.finished_at
-            if reason is not None:
-                operation.error = {
-                    "type": "https://tandem.dev/problems/step-failed",
-                    "title": "Step failed; the operation was rolled back",
-                    "status": 500,
-                    **reason,
-                }
-            await session.flush()
-            await emit_event(
-                session,
-                operation.cluster_id,
-                "operation.failed" if failed else "operation.cancelled",
-                {"operation_id": operation.id, "kind": operation.kind, "rolled_back": True},
-            )
-        await self._changed(operation_id)
+def _failed(
+    operation: Operation, problem: dict[str, Any], *, needs_attention: bool
+) -> tuple[str, dict[str, Any]]:
+    return (
+        "operation.failed",
+        {
+            "operation_id": operation.id,
+            "kind": operation.kind,
+            "step": problem.get("step"),
+            "error": problem,
+            "needs_attention": needs_attention,
+            "rolled_back": not needs_attention,
+        },
+    )
 
 
 def _step_changed(operation: Operation, step: OperationStep) -> tuple[str, dict[str, Any]]:
@@ -440,9 +711,3 @@ def _step_changed(operation: Operation, step: OperationStep) -> tuple[str, dict[
             "error": step.error,
         },
     )
-
-
-def _position(step_name: str) -> int:
-    from app.domain.plans import STEP_NAMES
-
-    return STEP_NAMES.index(step_name)

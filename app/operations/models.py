@@ -36,6 +36,14 @@ class Operation(SQLModel, table=True):
     requested_by: str | None = Field(default=None, max_length=200)
     accept_data_loss: bool = False
     error: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
+    # The plan it was started with (a list of app.domain.plans.StepPlan as dicts): a later
+    # change of the pair's settings changes only later operations.
+    plan: list[Any] | None = Field(default=None, sa_type=JSONType)
+    # Why a rollback is under way (a failed step's problem), written before the first
+    # undo so that a worker taking over finishes it `failed`, not `cancelled`.
+    rollback_cause: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
+    # A step answered "not yet": run again then (the sweeper leaves it alone until then).
+    wake_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     # Set, under the same conditional UPDATE that cancel uses, when the first
     # irreversible step starts; from then on cancel is refused.
     past_point_of_no_return: bool = False
@@ -59,6 +67,9 @@ class OperationStep(SQLModel, table=True):
     status: str = Field(max_length=16)
     reversible: bool
     attempts: int = 0
+    undo_attempts: int = 0
+    # Set when an attempt starts; a worker that takes over honours the same instant.
+    deadline_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     error: dict[str, Any] | None = Field(default=None, sa_type=JSONType)

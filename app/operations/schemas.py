@@ -30,6 +30,8 @@ class StepOut(Strict):
     status: StepStatusName
     reversible: bool
     attempts: int
+    # When the current attempt must be done by; past it the step fails `step_timed_out`.
+    deadline_at: datetime | None = None
     started_at: datetime | None
     finished_at: datetime | None
     error: dict[str, Any] | None

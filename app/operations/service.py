@@ -22,7 +22,9 @@ from app.domain.plans import (
     OperationKind,
     OperationStatus,
     StepStatus,
-    plan,
+    default_plan,
+    initial_status,
+    reversible,
 )
 from app.domain.states import TransitionRefused, allowed_actions, next_state
 from app.errors import InvalidTransition, NotFound, OperationInProgress, PointOfNoReturn
@@ -58,6 +60,7 @@ async def start(
     except TransitionRefused:
         raise refused(state.value, kind.value) from None
 
+    plan = default_plan(cluster.driver)
     operation = Operation(
         id=new_id("op"),
         cluster_id=cluster.id,
@@ -70,16 +73,17 @@ async def start(
         reason=request.reason,
         requested_by=requested_by,
         accept_data_loss=request.accept_data_loss,
+        plan=[step.to_dict() for step in plan],
     )
     session.add(operation)
-    for position, step in enumerate(plan(Mode(request.mode))):
+    for position, (step, can_undo) in enumerate(zip(plan, reversible(plan), strict=True)):
         session.add(
             OperationStep(
                 operation_id=operation.id,
                 position=position,
                 name=step.name,
-                status=step.status.value,
-                reversible=step.reversible,
+                status=initial_status(step, Mode(request.mode)).value,
+                reversible=can_undo,
             )
         )
     try:
@@ -129,7 +133,7 @@ async def cancel(
             Operation.status.in_([OperationStatus.QUEUED.value, OperationStatus.RUNNING.value]),  # type: ignore[attr-defined]
             Operation.past_point_of_no_return == False,  # type: ignore[arg-type]  # noqa: E712
         )
-        .values(status=OperationStatus.CANCELLING.value, updated_at=utcnow())
+        .values(status=OperationStatus.CANCELLING.value, wake_at=None, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
     operation = await get(session, org_id, operation_id)
@@ -185,6 +189,7 @@ async def retry(
                 done=False,
                 needs_attention=False,
                 error=None,
+                wake_at=None,
                 finished_at=None,
                 updated_at=utcnow(),
             )
@@ -195,15 +200,17 @@ async def retry(
         raise OperationInProgress("another operation is unfinished on this cluster") from None
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise OperationInProgress("the operation is already being retried")
-    await session.execute(
-        update(OperationStep)
-        .where(
-            OperationStep.operation_id == operation_id,  # type: ignore[arg-type]
-            OperationStep.status == StepStatus.FAILED.value,  # type: ignore[arg-type]
+    if resume is OperationStatus.QUEUED:
+        # Forward from the failed step; a failed undo is retried by the rollback itself.
+        await session.execute(
+            update(OperationStep)
+            .where(
+                col(OperationStep.operation_id) == operation_id,
+                col(OperationStep.status) == StepStatus.FAILED.value,
+            )
+            .values(status=StepStatus.PENDING.value, error=None, finished_at=None)
+            .execution_options(synchronize_session=False)
         )
-        .values(status=StepStatus.PENDING.value, error=None, finished_at=None)
-        .execution_options(synchronize_session=False)
-    )
     operation = await get(session, org_id, operation_id)
     await emit_event(
         session, operation.cluster_id, "operation.retried", {"operation_id": operation.id}
@@ -240,6 +247,7 @@ def render(operation: Operation, steps: list[OperationStep]) -> OperationOut:
                 status=s.status,  # type: ignore[arg-type]
                 reversible=s.reversible,
                 attempts=s.attempts,
+                deadline_at=s.deadline_at,
                 started_at=s.started_at,
                 finished_at=s.finished_at,
                 error=s.error,

@@ -32,6 +32,8 @@ async def sweep_once(context: Context) -> list[str]:
                         Operation.lease_owner == None,  # type: ignore[arg-type]  # noqa: E711
                         Operation.lease_expires_at < now,  # type: ignore[arg-type,operator]
                     ),
+                    # Parked until a step asks again: the queue holds it until then.
+                    or_(col(Operation.wake_at).is_(None), col(Operation.wake_at) <= now),
                 )
             )
         ).all()

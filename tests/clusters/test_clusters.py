@@ -65,7 +65,15 @@ async def test_create_returns_201_with_location_and_etag(client: httpx.AsyncClie
     assert cluster["primary"] == body["primary"]
     assert cluster["secondary"] == body["secondary"]
     assert cluster["deployments"] == body["deployments"]
-    assert cluster["driver"] == {"kind": "simulated", "step_delay_ms": 0, "fail": {}}
+    assert cluster["driver"] == {
+        "kind": "simulated",
+        "step_delay_ms": 0,
+        "fail": {},
+        "fail_transient": {},
+        "fail_undo": {},
+        "timeout_s": {},
+        "gate": [],
+    }
     assert cluster["state"] == "primary-active"
     assert cluster["active_region"] == "us-east-1"
     assert cluster["last_operation_id"] is None
@@ -79,7 +87,15 @@ async def test_create_defaults_driver_and_deployments(client: httpx.AsyncClient)
     response = await client.post("/v1/clusters", json=body)
     assert response.status_code == 201, response.text
     cluster = response.json()
-    assert cluster["driver"] == {"kind": "simulated", "step_delay_ms": 0, "fail": {}}
+    assert cluster["driver"] == {
+        "kind": "simulated",
+        "step_delay_ms": 0,
+        "fail": {},
+        "fail_transient": {},
+        "fail_undo": {},
+        "timeout_s": {},
+        "gate": [],
+    }
     assert cluster["deployments"] == []
 
 
@@ -179,6 +195,8 @@ async def test_patch_driver_settings(client: httpx.AsyncClient) -> None:
     driver = {"kind": "simulated", "step_delay_ms": 25, "fail": {"switch_traffic": 2}}
     response = await client.patch(f"/v1/clusters/{created['id']}", json={"driver": driver})
     assert response.status_code == 200, response.text
+    # The settings not given take their defaults.
+    driver |= {"fail_transient": {}, "fail_undo": {}, "timeout_s": {}, "gate": []}
     assert response.json()["driver"] == driver
     got = (await client.get(f"/v1/clusters/{created['id']}")).json()
     assert got["driver"] == driver

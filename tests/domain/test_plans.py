@@ -1,76 +1,79 @@
-"""Plans and per-kind rules, against DESIGN.md section 2."""
+"""The default plan as data: steps, the point of no return, skips, deadlines."""
 
 from __future__ import annotations
 
 import pytest
 
 from app.domain.plans import (
-    POINT_OF_NO_RETURN,
+    DEFAULT_TIMEOUT_S,
     RULES,
     STEP_NAMES,
     Mode,
     OperationKind,
+    StepPlan,
     StepStatus,
-    is_reversible,
-    plan,
+    default_plan,
+    initial_status,
+    reversible,
 )
 from app.domain.states import ClusterState, Trigger, next_state
 
-DESIGN_STEPS = [
-    "preflight",
-    "pause_schedulers",
-    "drain_replication",
-    "promote_target",
-    "switch_traffic",
-    "validate_deployments",
-    "resume_schedulers",
-]
+SIMULATED = {"kind": "simulated", "step_delay_ms": 0}
 
 
-def test_planned_plan_has_the_seven_design_steps_in_order() -> None:
-    steps = plan(Mode.PLANNED)
-    assert [s.name for s in steps] == DESIGN_STEPS
-    assert list(STEP_NAMES) == DESIGN_STEPS
-    assert all(s.status is StepStatus.PENDING for s in steps)
+def test_default_plan_has_the_seven_design_steps_in_order() -> None:
+    assert [s.name for s in default_plan(SIMULATED)] == [
+        "preflight",
+        "pause_schedulers",
+        "drain_replication",
+        "promote_target",
+        "switch_traffic",
+        "validate_deployments",
+        "resume_schedulers",
+    ]
+    assert tuple(s.name for s in default_plan(SIMULATED)) == STEP_NAMES
 
 
-@pytest.mark.parametrize("mode", list(Mode))
-def test_promote_target_is_the_point_of_no_return(mode: Mode) -> None:
-    steps = plan(mode)
-    assert POINT_OF_NO_RETURN == "promote_target"
-    first_irreversible = next(i for i, s in enumerate(steps) if not s.reversible)
-    assert steps[first_irreversible].name == "promote_target"
-    assert all(s.reversible for s in steps[:first_irreversible])
-    assert not any(s.reversible for s in steps[first_irreversible:])
+def test_promote_target_is_the_one_point_of_no_return() -> None:
+    plan = default_plan(SIMULATED)
+    assert [s.name for s in plan if s.point_of_no_return] == ["promote_target"]
+    assert reversible(plan) == [True, True, True, False, False, False, False]
 
 
-@pytest.mark.parametrize("name", DESIGN_STEPS)
-def test_is_reversible_matches_the_plan(name: str) -> None:
-    expected = DESIGN_STEPS.index(name) < DESIGN_STEPS.index("promote_target")
-    assert is_reversible(name) is expected
-    assert next(s for s in plan(Mode.PLANNED) if s.name == name).reversible is expected
+def test_steps_before_the_point_of_no_return_undo_with_the_driver() -> None:
+    plan = default_plan(SIMULATED)
+    assert [s.undo is not None for s in plan] == reversible(plan)
+    assert all(s.action == SIMULATED for s in plan)
 
 
-def test_forced_plan_skips_only_the_source_side_steps() -> None:
-    steps = plan(Mode.FORCED)
-    assert [s.name for s in steps] == DESIGN_STEPS
-    skipped = [s.name for s in steps if s.status is StepStatus.SKIPPED]
+def test_forced_skips_only_the_source_side_steps() -> None:
+    plan = default_plan(SIMULATED)
+    skipped = [s.name for s in plan if initial_status(s, Mode.FORCED) is StepStatus.SKIPPED]
     assert skipped == ["pause_schedulers", "drain_replication"]
-    assert all(
-        s.status is StepStatus.PENDING
-        for s in steps
-        if s.name not in ("pause_schedulers", "drain_replication")
+    assert all(initial_status(s, Mode.PLANNED) is StepStatus.PENDING for s in plan)
+
+
+def test_every_step_has_a_deadline_and_the_driver_may_set_one() -> None:
+    plan = default_plan({**SIMULATED, "timeout_s": {"switch_traffic": 1.5}})
+    deadlines = {s.name: s.timeout_s for s in plan}
+    assert deadlines["switch_traffic"] == 1.5
+    assert deadlines["preflight"] == DEFAULT_TIMEOUT_S["simulated"]
+
+
+def test_a_slow_simulated_step_gets_twice_its_delay() -> None:
+    plan = default_plan({**SIMULATED, "step_delay_ms": 400_000})
+    assert {s.timeout_s for s in plan} == {800.0}
+
+
+def test_a_step_plan_survives_its_json_form() -> None:
+    step = StepPlan(
+        name="validate",
+        action={"kind": "check"},
+        parallel=({"kind": "check", "urls": ["a"]}, {"kind": "check", "urls": ["b"]}),
+        timeout_s=12,
     )
-
-
-def test_forced_plan_keeps_reversibility() -> None:
-    assert [s.reversible for s in plan(Mode.FORCED)] == [s.reversible for s in plan(Mode.PLANNED)]
-
-
-def test_plan_returns_a_new_list_each_time() -> None:
-    first = plan(Mode.PLANNED)
-    first.clear()
-    assert len(plan(Mode.PLANNED)) == 7
+    assert StepPlan.from_dict(step.to_dict()) == step
+    assert step.actions() == [{"kind": "check", "urls": ["a"]}, {"kind": "check", "urls": ["b"]}]
 
 
 def test_rules_cover_both_kinds() -> None:

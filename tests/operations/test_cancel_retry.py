@@ -6,14 +6,14 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.actions.effects import DriverEffect
+from app.actions.simulated import SimulatedEffect
 from tests.helpers import create_cluster, events, start, start_ok, step_status, wait_done, wait_for
 
 
-async def effects(sessions: async_sessionmaker[AsyncSession], op_id: str) -> list[DriverEffect]:
+async def effects(sessions: async_sessionmaker[AsyncSession], op_id: str) -> list[SimulatedEffect]:
     async with sessions() as session:
         rows = await session.scalars(
-            select(DriverEffect).where(DriverEffect.operation_id == op_id)  # type: ignore[arg-type]
+            select(SimulatedEffect).where(SimulatedEffect.operation_id == op_id)  # type: ignore[arg-type]
         )
         return list(rows)
 

@@ -10,7 +10,7 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.actions.effects import DriverEffect
+from app.actions.simulated import SimulatedEffect
 from app.domain.plans import STEP_NAMES
 from app.operations.models import Operation
 from tests.helpers import create_cluster, start_ok, wait_done, wait_for
@@ -27,9 +27,9 @@ async def lease_owner(sessions: async_sessionmaker[AsyncSession], op_id: str) ->
 async def applied_per_step(sessions: async_sessionmaker[AsyncSession], op_id: str) -> Counter[str]:
     async with sessions() as session:
         rows = await session.scalars(
-            select(DriverEffect).where(
-                DriverEffect.operation_id == op_id,  # type: ignore[arg-type]
-                DriverEffect.action == "apply",  # type: ignore[arg-type]
+            select(SimulatedEffect).where(
+                SimulatedEffect.operation_id == op_id,  # type: ignore[arg-type]
+                SimulatedEffect.action == "apply",  # type: ignore[arg-type]
             )
         )
         return Counter(row.step for row in rows)
