@@ -27,9 +27,6 @@ class Settings(BaseSettings):
     lease_ttl_s: float = Field(default=6.0, gt=0.5)
     sweep_interval_s: int = Field(default=2, ge=1, le=30)
     worker_poll_delay_s: float = Field(default=0.01, gt=0)
-    max_wait_s: int = 60
-    default_page_size: int = 50
-    max_page_size: int = 100
     log_level: str = "info"
     # Mutating requests a minute per API token (app.access.ratelimit.hit), unless the token says.
     rate_limit_per_minute: int = Field(default=600, ge=1)
