@@ -7,6 +7,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
+
+from app.actions.simulated import SimulatedEffect, SimulatedGate
+from app.operations.models import Operation
 
 
 def pair_body(**driver: Any) -> dict[str, Any]:
@@ -89,3 +95,29 @@ async def events(client: httpx.AsyncClient, cluster_id: str) -> list[dict[str, A
         token = page["next_page_token"]
         if not token:
             return items
+
+
+async def open_gate(sessions: async_sessionmaker[AsyncSession], cluster_id: str, name: str) -> None:
+    """Let a simulated step's `gate` or `hold` ("step", or "step:undo") go on."""
+    async with sessions() as session, session.begin():
+        session.add(SimulatedGate(cluster_id=cluster_id, name=name))
+
+
+async def operation_row(sessions: async_sessionmaker[AsyncSession], op_id: str) -> Operation:
+    async with sessions() as session:
+        operation = await session.get(Operation, op_id)
+        assert operation is not None
+        return operation
+
+
+async def effects_of(
+    sessions: async_sessionmaker[AsyncSession], op_id: str
+) -> list[SimulatedEffect]:
+    """The simulated action's record of what it applied (and refused), oldest first."""
+    async with sessions() as session:
+        rows = await session.scalars(
+            select(SimulatedEffect)
+            .where(col(SimulatedEffect.operation_id) == op_id)
+            .order_by(col(SimulatedEffect.applied_at))
+        )
+        return list(rows)

@@ -79,9 +79,12 @@ class Stack:
             self.start_worker()
         self.wait_ready()
 
-    def start_worker(self) -> Process:
+    def start_worker(self, **env: str) -> Process:
+        """A worker process; `env` overrides settings for it alone."""
         self._serial += 1
-        worker = Process(f"worker-{self._serial}", [*TANDEM, "worker"], self.env, self.log_dir)
+        worker = Process(
+            f"worker-{self._serial}", [*TANDEM, "worker"], {**self.env, **env}, self.log_dir
+        )
         self.workers.append(worker)
         return worker
 

@@ -4,8 +4,10 @@ Settings (a pair's `driver`): `step_delay_ms`; `fail: {step: n}` — the first n
 that step fail for good (each needs an operator retry); `fail_transient: {step: n}` — the
 first n calls fail transiently and are retried inside the step; `fail_undo: {step: n}` —
 the first n undo attempts fail; `gate: ["step", "step:undo"]` — the call answers "not
-yet" until a row in `simulated_gates` opens it, so a test can hold a step exactly where it
-wants without racing a clock.
+yet" (the worker slot is given back) until a row in `simulated_gates` opens it; `hold:
+["step", "step:undo"]` — the call records its effect, then keeps its slot and waits inside
+the call until that row opens it. A test holds a step exactly where it wants, without
+racing a clock.
 
 Each side effect is a row in `simulated_effects` keyed by the call's idempotency key, so a
 call repeated after a crash finds its row and applies nothing again.
@@ -91,7 +93,7 @@ class SimulatedAction(Action):
                 attempt=call.attempt,
             )
         await self._maybe_transient(call)
-        return await self._effect(call, "apply", _outputs(call))
+        return await self._effect(call, "apply", _outputs(call), call.step)
 
     async def undo(self, call: StepCall) -> Output | NotYet:
         if await self._gated(call, f"{call.step}:undo"):
@@ -106,14 +108,15 @@ class SimulatedAction(Action):
         output = (
             {"resumed_region": call.source["region"]} if call.step == "pause_schedulers" else {}
         )
-        return await self._effect(call, "undo", output)
+        return await self._effect(call, "undo", output, f"{call.step}:undo")
 
-    async def _gated(self, call: StepCall, name: str) -> bool:
-        if name not in (self.settings.get("gate") or ()):
-            return False
+    async def _closed(self, call: StepCall, name: str) -> bool:
         async with unit_of_work(self.deps.sessions) as session:
             opened = await session.get(SimulatedGate, (call.cluster_id, name))
         return opened is None
+
+    async def _gated(self, call: StepCall, name: str) -> bool:
+        return name in (self.settings.get("gate") or ()) and await self._closed(call, name)
 
     async def _maybe_transient(self, call: StepCall) -> None:
         allowed = self._count("fail_transient", call.step)
@@ -142,7 +145,7 @@ class SimulatedAction(Action):
             )
         raise ActionFailed(f"simulated transient failure of {call.step}", transient=True)
 
-    async def _effect(self, call: StepCall, action: str, output: Output) -> Output:
+    async def _effect(self, call: StepCall, action: str, output: Output, name: str) -> Output:
         async with unit_of_work(self.deps.sessions) as session:
             existing = await session.get(SimulatedEffect, call.idempotency_key)
             if existing is None:
@@ -159,8 +162,11 @@ class SimulatedAction(Action):
                 )
             else:
                 output = dict(existing.output)
-        # The effect is recorded before the latency so that a worker killed during the
-        # wait leaves an applied effect behind, as a real remote call would.
+        # The effect is recorded before the latency (and the hold) so that a worker killed
+        # during the wait leaves an applied effect behind, as a real remote call would.
+        if name in (self.settings.get("hold") or ()):
+            while await self._closed(call, name):  # noqa: ASYNC110  (the gate is a row)
+                await asyncio.sleep(GATE_POLL_S)
         await asyncio.sleep(self._delay_s)
         return output
 

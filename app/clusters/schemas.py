@@ -17,7 +17,7 @@ Region = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r
 StepName = StrEnum("StepName", {name: name for name in STEP_NAMES})  # type: ignore[misc]
 Count = Annotated[int, Field(ge=0, le=1000)]
 # A gate holds a step's action ("step") or its undo ("step:undo") until it is opened.
-GATE_PATTERN = "^(" + "|".join(STEP_NAMES) + ")(:undo)?$"
+GateName = Annotated[str, StringConstraints(pattern="^(" + "|".join(STEP_NAMES) + ")(:undo)?$")]
 
 
 class Site(Strict):
@@ -41,9 +41,10 @@ class SimulatedDriver(Strict):
     timeout_s: dict[StepName, Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S)]] = Field(
         default_factory=dict
     )
-    gate: list[Annotated[str, StringConstraints(pattern=GATE_PATTERN)]] = Field(
-        default_factory=list, max_length=14
-    )
+    # Steps ("step" or "step:undo") that answer "not yet" until their gate is opened.
+    gate: list[GateName] = Field(default_factory=list, max_length=14)
+    # Steps that apply their effect, then wait inside the call until their gate is opened.
+    hold: list[GateName] = Field(default_factory=list, max_length=14)
 
 
 class Deployment(Strict):

@@ -73,6 +73,7 @@ async def test_create_returns_201_with_location_and_etag(client: httpx.AsyncClie
         "fail_undo": {},
         "timeout_s": {},
         "gate": [],
+        "hold": [],
     }
     assert cluster["state"] == "primary-active"
     assert cluster["active_region"] == "us-east-1"
@@ -95,6 +96,7 @@ async def test_create_defaults_driver_and_deployments(client: httpx.AsyncClient)
         "fail_undo": {},
         "timeout_s": {},
         "gate": [],
+        "hold": [],
     }
     assert cluster["deployments"] == []
 
@@ -196,7 +198,7 @@ async def test_patch_driver_settings(client: httpx.AsyncClient) -> None:
     response = await client.patch(f"/v1/clusters/{created['id']}", json={"driver": driver})
     assert response.status_code == 200, response.text
     # The settings not given take their defaults.
-    driver |= {"fail_transient": {}, "fail_undo": {}, "timeout_s": {}, "gate": []}
+    driver |= {"fail_transient": {}, "fail_undo": {}, "timeout_s": {}, "gate": [], "hold": []}
     assert response.json()["driver"] == driver
     got = (await client.get(f"/v1/clusters/{created['id']}")).json()
     assert got["driver"] == driver

@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import httpx
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.actions.simulated import SimulatedEffect
-from tests.helpers import create_cluster, events, start, start_ok, step_status, wait_done, wait_for
-
-
-async def effects(sessions: async_sessionmaker[AsyncSession], op_id: str) -> list[SimulatedEffect]:
-    async with sessions() as session:
-        rows = await session.scalars(
-            select(SimulatedEffect).where(SimulatedEffect.operation_id == op_id)  # type: ignore[arg-type]
-        )
-        return list(rows)
+from tests.helpers import (
+    create_cluster,
+    effects_of,
+    events,
+    open_gate,
+    start,
+    start_ok,
+    step_status,
+    wait_done,
+    wait_for,
+)
 
 
 async def test_cancel_before_point_of_no_return_rolls_back(
     client: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    # Each step takes 1.5 s: wide windows, so a slow poll cannot step over one.
-    cluster = await create_cluster(client, step_delay_ms=1500)
+    # drain_replication answers "not yet" until its gate opens: it is caught running.
+    cluster = await create_cluster(client, gate=["drain_replication"])
     op = await start_ok(client, cluster["id"])
 
     async def drain_running() -> bool:
@@ -47,8 +47,8 @@ async def test_cancel_before_point_of_no_return_rolls_back(
     }
     after = (await client.get(f"/v1/clusters/{cluster['id']}")).json()
     assert after["state"] == "primary-active" and after["active_region"] == "us-east-1"
-    undone = sorted(e.step for e in await effects(sessions, op["id"]) if e.action == "undo")
-    assert undone == ["drain_replication", "pause_schedulers", "preflight"]
+    undone = [e.step for e in await effects_of(sessions, op["id"]) if e.action == "undo"]
+    assert undone == ["drain_replication", "pause_schedulers", "preflight"]  # newest first
     changes = [
         (e["data"]["from"], e["data"]["to"])
         for e in await events(client, cluster["id"])
@@ -56,12 +56,15 @@ async def test_cancel_before_point_of_no_return_rolls_back(
     ]
     assert changes == [("primary-active", "failing-over"), ("failing-over", "primary-active")]
     # The pair can fail over again at once.
+    await open_gate(sessions, cluster["id"], "drain_replication")
     again = await start_ok(client, cluster["id"])
     assert (await wait_done(client, again["id"]))["status"] == "succeeded"
 
 
-async def test_cancel_past_point_of_no_return_is_409(client: httpx.AsyncClient) -> None:
-    cluster = await create_cluster(client, step_delay_ms=1500)
+async def test_cancel_past_point_of_no_return_is_409(
+    client: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    cluster = await create_cluster(client, hold=["promote_target"])
     op = await start_ok(client, cluster["id"])
 
     async def promoting() -> bool:
@@ -72,6 +75,7 @@ async def test_cancel_past_point_of_no_return_is_409(client: httpx.AsyncClient) 
     assert cancel.status_code == 409
     assert cancel.headers["content-type"].startswith("application/problem+json")
     assert cancel.json()["code"] == "point_of_no_return"
+    await open_gate(sessions, cluster["id"], "promote_target")
     assert (await wait_done(client, op["id"]))["status"] == "succeeded"
     finished = await client.post(f"/v1/operations/{op['id']}/cancel")
     assert finished.status_code == 409
@@ -113,7 +117,7 @@ async def test_failure_past_point_of_no_return_then_retry(
         "resume_schedulers": 1,
     }
     # Resumed from the failed step: the steps before it ran once.
-    applied = [e.step for e in await effects(sessions, op["id"]) if e.action == "apply"]
+    applied = [e.step for e in await effects_of(sessions, op["id"]) if e.action == "apply"]
     assert sorted(applied) == sorted(attempts)
     healed = (await client.get(f"/v1/clusters/{cluster['id']}")).json()
     assert healed["state"] == "secondary-active" and healed["needs_attention"] is False
@@ -147,3 +151,48 @@ async def test_forced_failover_needs_consent_and_skips_source_steps(
     statuses = {s["name"]: s["status"] for s in done["steps"]}
     assert statuses["pause_schedulers"] == statuses["drain_replication"] == "skipped"
     assert statuses["promote_target"] == "succeeded"
+
+
+async def test_a_failed_undo_needs_attention_and_retry_runs_it_again(
+    client: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    cluster = await create_cluster(
+        client, gate=["drain_replication"], fail_undo={"pause_schedulers": 1}
+    )
+    op = await start_ok(client, cluster["id"])
+
+    async def drain_running() -> bool:
+        return await step_status(client, op["id"], "drain_replication") == "running"
+
+    await wait_for(drain_running)
+    assert (await client.post(f"/v1/operations/{op['id']}/cancel")).status_code == 202
+
+    stuck = await wait_done(client, op["id"])
+    assert stuck["status"] == "failed" and stuck["needs_attention"] is True, stuck
+    assert stuck["error"]["code"] == "undo_failed"
+    assert stuck["error"]["step"] == "pause_schedulers"
+    assert "undo of pause_schedulers" in stuck["error"]["detail"]
+    statuses = {s["name"]: s["status"] for s in stuck["steps"]}
+    assert statuses["drain_replication"] == "rolled_back"
+    assert statuses["preflight"] == "succeeded"  # never reached: the rollback stopped
+    pair = (await client.get(f"/v1/clusters/{cluster['id']}")).json()
+    assert pair["state"] == "failing-over" and pair["needs_attention"] is True
+    failed_events = [
+        e for e in await events(client, cluster["id"]) if e["type"] == "operation.failed"
+    ]
+    assert [e["data"]["needs_attention"] for e in failed_events] == [True]
+
+    retried = await client.post(f"/v1/operations/{op['id']}/retry")
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["status"] == "cancelling"
+    done = await wait_done(client, op["id"])
+    assert done["status"] == "cancelled" and done["needs_attention"] is False, done
+    assert done["error"] is None
+    assert [s["status"] for s in done["steps"]][:3] == ["rolled_back"] * 3
+    after = (await client.get(f"/v1/clusters/{cluster['id']}")).json()
+    assert after["state"] == "primary-active" and after["needs_attention"] is False
+    # The undo ran twice, each time with a key of its own; the effect applied once.
+    undone = [e for e in await effects_of(sessions, op["id"]) if e.action == "undo"]
+    assert [e.idempotency_key for e in undone if e.step == "pause_schedulers"] == [
+        f"{op['id']}:pause_schedulers:undo:2"
+    ]
