@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,7 +21,12 @@ class Settings(BaseSettings):
     bootstrap_token: str | None = None
     webhook_allow_private: bool = False
 
-    queue_name: str = "tandem:queue"
+    # Every Redis key and pub/sub channel Tandem makes starts with `<redis_prefix>:`, so that
+    # deployments can share a Redis (pub/sub ignores the database number). No glob
+    # characters: the prefix goes into a PSUBSCRIBE pattern.
+    redis_prefix: str = Field(default="tandem", pattern=r"^[A-Za-z0-9_.:-]+$")
+    # Empty: `<redis_prefix>:queue`.
+    queue_name: str = ""
     # A worker holds an operation through a lease it renews every lease_ttl/3 seconds;
     # a lease not renewed within lease_ttl is taken over by the sweeper's next pass.
     lease_ttl_s: float = Field(default=6.0, gt=0.5)
@@ -57,6 +62,12 @@ class Settings(BaseSettings):
         if value.startswith("sqlite:///"):
             return "sqlite+aiosqlite:///" + value.split(":///", 1)[1]
         return value
+
+    @model_validator(mode="after")
+    def _default_queue_name(self) -> Settings:
+        if not self.queue_name:
+            self.queue_name = f"{self.redis_prefix}:queue"
+        return self
 
     @property
     def embedded_redis(self) -> bool:

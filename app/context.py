@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db import create_engine, session_factory
-from app.events.notify import Notifier
+from app.events.notify import Notifier, events_channel
 from app.queue import enqueue_run
 
 
@@ -47,8 +47,10 @@ async def build_context(settings: Settings) -> Context:
         settings=settings,
         engine=engine,
         # Sessions carry Redis so that a commit which appends events can announce it.
-        sessions=session_factory(engine, info={"redis": redis}),
+        sessions=session_factory(
+            engine, info={"redis": redis, "events_channel": events_channel(settings.redis_prefix)}
+        ),
         redis=redis,
-        notifier=Notifier(redis),
+        notifier=Notifier(redis, settings.redis_prefix),
         http=httpx.AsyncClient(follow_redirects=False, limits=httpx.Limits(max_connections=200)),
     )

@@ -48,7 +48,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["worker_id"] = owner = worker_id()
 
     async def notify(operation_id: str) -> None:
-        await publish(context.redis, operation_id)
+        await publish(context.redis, settings.redis_prefix, operation_id)
 
     ctx["executor"] = Executor(
         context.sessions,

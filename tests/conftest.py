@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import secrets
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -29,6 +29,16 @@ BACKEND = os.environ.get("TANDEM_TEST_DB") or backends()[0]
 REQUIRE_SERVICES = os.environ.get("TANDEM_TEST_REQUIRE_SERVICES") == "1"
 ADMIN_TOKEN = "tdm_" + secrets.token_urlsafe(32)
 PG_ADMIN_DSN = os.environ.get("TANDEM_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
+RUN_ID = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+SHARED_REDIS = "redis://127.0.0.1:6379"
+# Claims on database 0 of the shared Redis: tandem:test-db:<n> = the run that uses database n.
+REDIS_CLAIM = "tandem:test-db:{}"
+REDIS_CLAIM_TTL_S = 2 * 3600
+# Deletes a claim only if it is still the given run's (it may have expired and been retaken).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def pytest_report_header() -> list[str]:
@@ -85,13 +95,36 @@ def database_url(tmp_root: Path) -> Iterator[str]:
         yield url
 
 
+def claim_redis_database(claims: redis.Redis, run_id: str = RUN_ID) -> int:
+    """The first of databases 1-15 that no other test run holds, claimed for `run_id`."""
+    for n in range(1, 16):
+        if claims.set(REDIS_CLAIM.format(n), run_id, nx=True, ex=REDIS_CLAIM_TTL_S):
+            return n
+    held = {n: claims.get(REDIS_CLAIM.format(n)) for n in range(1, 16)}
+    pytest.fail(f"Redis databases 1-15 on {SHARED_REDIS} are all claimed by other runs: {held}")
+
+
+def release_redis_database(claims: redis.Redis, n: int, run_id: str = RUN_ID) -> None:
+    claims.eval(_RELEASE, 1, REDIS_CLAIM.format(n), run_id)
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_root: Path) -> Iterator[str]:
     if reachable("127.0.0.1", 6379):
-        # A database of its own on the shared server; FLUSHDB in a test touches only it.
-        url = f"redis://127.0.0.1:6379/{random.randint(1, 15)}"
-        yield url
-        redis.Redis.from_url(url).flushdb()
+        # A database of this run's own on the shared server, so that FLUSHDB in a test
+        # touches only it and no other run (the claim expires if this one dies).
+        claims = redis.Redis.from_url(f"{SHARED_REDIS}/0")
+        n = claim_redis_database(claims)
+        url = f"{SHARED_REDIS}/{n}"
+        mine = redis.Redis.from_url(url)
+        try:
+            mine.flushdb()  # whatever a run that died left behind
+            yield url
+        finally:
+            mine.flushdb()
+            mine.close()
+            release_redis_database(claims, n)
+            claims.close()
         return
     if REQUIRE_SERVICES:
         pytest.fail("Redis is not reachable on 127.0.0.1:6379")
@@ -107,7 +140,8 @@ def stack_env(database_url: str, redis_url: str, tmp_root: Path) -> dict[str, st
     return {
         "TANDEM_DATABASE_URL": database_url,
         "TANDEM_REDIS_URL": redis_url,
-        "TANDEM_QUEUE_NAME": f"tandem:test:{secrets.token_hex(4)}",
+        # Pub/sub channels ignore the database number: this run's own names (and queue).
+        "TANDEM_REDIS_PREFIX": f"tandem-test-{secrets.token_hex(4)}",
         "TANDEM_DATA_DIR": str(tmp_root / "data"),
         # Short leases so recovery after a SIGKILL is quick in the tests.
         "TANDEM_LEASE_TTL_S": "3",

@@ -21,7 +21,7 @@ def _serve(data_dir: Path, redis_url: str, log_dir: Path, name: str) -> tuple[Pr
     env |= {
         "TANDEM_DATA_DIR": str(data_dir),
         "TANDEM_REDIS_URL": redis_url,
-        "TANDEM_QUEUE_NAME": f"tandem:test:bootstrap:{secrets.token_hex(4)}",
+        "TANDEM_REDIS_PREFIX": f"tandem-test-bootstrap-{secrets.token_hex(4)}",
     }
     port = free_port()
     process = Process(name, [*TANDEM, "serve", "--port", str(port)], env, log_dir)

@@ -18,20 +18,30 @@ from redis.asyncio import Redis
 
 log = logging.getLogger("tandem.notify")
 
-OPERATION_PREFIX = "tandem:operation:"
-EVENTS_CHANNEL = "tandem:events"
 EVENTS = "events"
 
 
-async def publish(redis: Redis, operation_id: str) -> None:
-    await redis.publish(OPERATION_PREFIX + operation_id, "changed")
+# Channels start with the deployment's Redis prefix (Settings.redis_prefix): pub/sub
+# ignores the database number, so that is what keeps deployments apart.
+def operation_channel(prefix: str, operation_id: str) -> str:
+    return f"{prefix}:operation:{operation_id}"
+
+
+def events_channel(prefix: str) -> str:
+    return f"{prefix}:events"
+
+
+async def publish(redis: Redis, prefix: str, operation_id: str) -> None:
+    await redis.publish(operation_channel(prefix, operation_id), "changed")
 
 
 class Notifier:
     """Keys: an operation id, or EVENTS for "new events were committed"."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, prefix: str) -> None:
         self._redis = redis
+        self._operations = operation_channel(prefix, "")
+        self._events = events_channel(prefix)
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
 
@@ -54,16 +64,16 @@ class Notifier:
         while True:
             try:
                 pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-                await pubsub.psubscribe(OPERATION_PREFIX + "*")
-                await pubsub.subscribe(EVENTS_CHANNEL)
+                await pubsub.psubscribe(self._operations + "*")
+                await pubsub.subscribe(self._events)
                 async for message in pubsub.listen():
                     channel = message.get("channel")
                     if isinstance(channel, bytes):
                         channel = channel.decode()
-                    if channel == EVENTS_CHANNEL:
+                    if channel == self._events:
                         self._wake(EVENTS)
-                    elif isinstance(channel, str) and channel.startswith(OPERATION_PREFIX):
-                        self._wake(channel[len(OPERATION_PREFIX) :])
+                    elif isinstance(channel, str) and channel.startswith(self._operations):
+                        self._wake(channel[len(self._operations) :])
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -14,7 +14,6 @@ from app.columns import new_id
 from app.coordination import Counter
 from app.db import after_commit
 from app.events.models import Event
-from app.events.notify import EVENTS_CHANNEL
 from app.events.schemas import EventOut
 from app.pagination import decode_int_key, encode_token
 from app.webhooks.fanout import create_deliveries
@@ -97,8 +96,8 @@ async def emit_events(
 
 
 def _publish_after_commit(session: AsyncSession) -> None:
-    redis = session.info.get("redis")
-    if redis is None or session.info.get(_PUBLISH_FLAG):
+    redis, channel = session.info.get("redis"), session.info.get("events_channel")
+    if redis is None or channel is None or session.info.get(_PUBLISH_FLAG):
         return
     session.info[_PUBLISH_FLAG] = True
 
@@ -106,7 +105,7 @@ def _publish_after_commit(session: AsyncSession) -> None:
         session.info.pop(_PUBLISH_FLAG, None)
         # Readers also poll; a lost wake-up costs latency only.
         with contextlib.suppress(Exception):
-            await redis.publish(EVENTS_CHANNEL, "committed")
+            await redis.publish(channel, "committed")
 
     after_commit(session, publish)
 
