@@ -21,8 +21,9 @@ class Settings(BaseSettings):
     bootstrap_token: str | None = None
     webhook_allow_private: bool = False
 
-    # Every Redis key and pub/sub channel Tandem makes starts with `<redis_prefix>:`, so that
-    # deployments can share a Redis (pub/sub ignores the database number). No glob
+    # The Redis keys and pub/sub channels Tandem names start with `<redis_prefix>:`; pub/sub
+    # ignores the database number, so deployments sharing a Redis need prefixes of their
+    # own (and databases of their own: arq names its job keys `arq:...`). No glob
     # characters: the prefix goes into a PSUBSCRIBE pattern.
     redis_prefix: str = Field(default="tandem", pattern=r"^[A-Za-z0-9_.:-]+$")
     # Empty: `<redis_prefix>:queue`.
@@ -32,6 +33,8 @@ class Settings(BaseSettings):
     lease_ttl_s: float = Field(default=6.0, gt=0.5)
     sweep_interval_s: int = Field(default=2, ge=1, le=30)
     worker_poll_delay_s: float = Field(default=0.01, gt=0)
+    # Jobs one worker runs at once; a step that waits gives its slot back.
+    worker_max_jobs: int = Field(default=20, ge=1, le=1000)
     log_level: str = "info"
     # Mutating requests a minute per API token (app.access.ratelimit.hit), unless the token says.
     rate_limit_per_minute: int = Field(default=600, ge=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import httpx
 from arq import create_pool
@@ -24,8 +25,10 @@ class Context:
     notifier: Notifier
     http: httpx.AsyncClient
 
-    async def enqueue(self, operation_id: str, lease_epoch: int) -> None:
-        await enqueue_run(self.redis, self.settings.queue_name, operation_id, lease_epoch)
+    async def enqueue(
+        self, operation_id: str, lease_epoch: int, at: datetime | None = None
+    ) -> None:
+        await enqueue_run(self.redis, self.settings.queue_name, operation_id, lease_epoch, at)
 
     async def close(self) -> None:
         await self.notifier.stop()

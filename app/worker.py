@@ -13,7 +13,9 @@ from typing import Any
 from arq import cron, func
 from arq.worker import Worker
 
-from app.actions.registry import driver_for
+import app.tables  # noqa: F401  (every table on the metadata: foreign keys need them all)
+from app.actions import registry as actions
+from app.actions.base import ActionDeps
 from app.config import Settings
 from app.context import build_context, redis_settings
 from app.events.notify import EVENTS, Notifier, publish
@@ -52,10 +54,11 @@ async def startup(ctx: dict[str, Any]) -> None:
 
     ctx["executor"] = Executor(
         context.sessions,
-        lambda driver_settings: driver_for(driver_settings, context.sessions),
+        ActionDeps(sessions=context.sessions, http=context.http, secrets=actions.no_secrets),
         owner=owner,
         lease_ttl_s=settings.lease_ttl_s,
         notify=notify,
+        enqueue_at=context.enqueue,
     )
     dispatcher = Dispatcher(context.sessions, context.http, settings, owner)
     context.notifier.start()
@@ -112,7 +115,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "queue_name": settings.queue_name,
         "poll_delay": settings.worker_poll_delay_s,
         "keep_result": 0,
-        "max_jobs": 20,
+        "max_jobs": settings.worker_max_jobs,
         "ctx": {"settings": settings},
     }
 
