@@ -8,6 +8,7 @@ from pydantic import Field, StringConstraints, model_validator
 
 from app.common import Strict
 from app.domain.plans import MAX_TIMEOUT_S, STEP_NAMES
+from app.domain.states import ClusterState
 
 Name = Annotated[
     str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -73,9 +74,6 @@ class ClusterPatch(Strict):
     deployments: list[Deployment] | None = Field(default=None, max_length=500)
 
 
-ClusterStateName = Literal["primary-active", "failing-over", "secondary-active", "failing-back"]
-
-
 class ClusterOut(Strict):
     id: str
     name: str
@@ -83,7 +81,7 @@ class ClusterOut(Strict):
     secondary: Site
     driver: SimulatedDriver
     deployments: list[Deployment]
-    state: ClusterStateName
+    state: ClusterState
     active_region: str
     version: int
     last_operation_id: str | None

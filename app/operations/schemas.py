@@ -1,33 +1,29 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints, model_validator
 
 from app.common import NO_NUL, Strict
-
-ModeName = Literal["planned", "forced"]
-OperationStatusName = Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]
-StepStatusName = Literal["pending", "running", "succeeded", "failed", "skipped", "rolled_back"]
-KindName = Literal["failover", "failback"]
+from app.domain.plans import Mode, OperationKind, OperationStatus, StepStatus
 
 
 class OperationRequest(Strict):
-    mode: ModeName = "planned"
+    mode: Mode = Mode.PLANNED
     reason: Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)] | None = None
     accept_data_loss: bool = False
 
     @model_validator(mode="after")
     def _forced_needs_consent(self) -> OperationRequest:
-        if self.mode == "forced" and not self.accept_data_loss:
+        if self.mode is Mode.FORCED and not self.accept_data_loss:
             raise ValueError('a forced operation requires "accept_data_loss": true')
         return self
 
 
 class StepOut(Strict):
     name: str
-    status: StepStatusName
+    status: StepStatus
     reversible: bool
     attempts: int
     # When the current attempt must be done by; past it the step fails `step_timed_out`.
@@ -46,9 +42,9 @@ class Progress(Strict):
 class OperationOut(Strict):
     id: str
     cluster_id: str
-    kind: KindName
-    mode: ModeName
-    status: OperationStatusName
+    kind: OperationKind
+    mode: Mode
+    status: OperationStatus
     done: bool
     from_state: str
     target_state: str

@@ -66,7 +66,7 @@ async def start(
         cluster_id=cluster.id,
         org_id=cluster.org_id,
         kind=kind.value,
-        mode=request.mode,
+        mode=request.mode.value,
         status=OperationStatus.QUEUED.value,
         from_state=rules.origin.value,
         target_state=rules.target.value,
@@ -97,7 +97,7 @@ async def start(
         session,
         cluster.id,
         "operation.created",
-        {"operation_id": operation.id, "kind": kind.value, "mode": request.mode},
+        {"operation_id": operation.id, "kind": kind.value, "mode": request.mode.value},
     )
     await apply_transition(session, cluster.id, rules.accepted, operation.id)
     await session.execute(
@@ -308,9 +308,9 @@ async def list_operations(
     if cluster_id is not None:
         query = query.where(Operation.cluster_id == cluster_id)  # type: ignore[arg-type]
     if status is not None:
-        query = query.where(Operation.status == status)  # type: ignore[arg-type]
+        query = query.where(Operation.status == str(status))  # type: ignore[arg-type]
     if kind is not None:
-        query = query.where(Operation.kind == kind)  # type: ignore[arg-type]
+        query = query.where(Operation.kind == str(kind))  # type: ignore[arg-type]
     rows, token = await page_by_creation(
         session, query, Operation, page_size, page_token, newest_first=True
     )

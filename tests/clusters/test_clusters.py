@@ -8,8 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.helpers import create_cluster, pair_body, start_ok, wait_done
+from tests.helpers import create_cluster, open_gate, pair_body, start_ok, wait_done
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -300,9 +301,10 @@ async def test_unknown_cluster_is_404_problem(client: httpx.AsyncClient) -> None
 
 
 async def test_patch_and_delete_while_an_operation_runs_are_409(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    cluster = await create_cluster(client, step_delay_ms=1000)
+    # The failover waits at preflight until the test lets it go.
+    cluster = await create_cluster(client, gate=["preflight"])
     cid = cluster["id"]
     op = await start_ok(client, cid, "failover")
 
@@ -314,6 +316,7 @@ async def test_patch_and_delete_while_an_operation_runs_are_409(
     assert deleted["current_state"] == "failing-over"
     assert deleted["allowed_actions"] == ["cancel", "retry"]
 
+    await open_gate(sessions, cid, "preflight")
     done = await wait_done(client, op["id"])
     assert done["status"] == "succeeded", done
     # Nothing was changed by the refused requests; now both are allowed.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -16,6 +18,7 @@ from tests.helpers import (
     wait_done,
     wait_for,
 )
+from tests.stack import Stack
 
 
 async def test_cancel_before_point_of_no_return_rolls_back(
@@ -196,3 +199,28 @@ async def test_a_failed_undo_needs_attention_and_retry_runs_it_again(
     assert [e.idempotency_key for e in undone if e.step == "pause_schedulers"] == [
         f"{op['id']}:pause_schedulers:undo:2"
     ]
+
+
+async def test_an_operation_cancelled_while_no_worker_runs_ends_cancelled(
+    client: httpx.AsyncClient, live_stack: Stack
+) -> None:
+    for worker in live_stack.live_workers():
+        worker.kill(signal.SIGTERM)
+    cluster = await create_cluster(client)
+    op = await start_ok(client, cluster["id"])
+    cancelled = await client.post(f"/v1/operations/{op['id']}/cancel")
+    assert cancelled.status_code == 202, cancelled.text
+    assert cancelled.json()["status"] == "cancelling"
+    assert all(s["status"] == "pending" for s in cancelled.json()["steps"])
+
+    live_stack.ensure_workers()
+    done = await wait_done(client, op["id"])
+    assert done["status"] == "cancelled" and done["error"] is None, done
+    assert [s["status"] for s in done["steps"]] == ["skipped"] * 7
+    pair = (await client.get(f"/v1/clusters/{cluster['id']}")).json()
+    assert pair["state"] == "primary-active" and pair["needs_attention"] is False
+    kinds = [e["type"] for e in await events(client, cluster["id"])]
+    assert kinds[-2:] == ["cluster.state_changed", "operation.cancelled"]
+    # The pair is free again.
+    again = await start_ok(client, cluster["id"])
+    assert (await wait_done(client, again["id"]))["status"] == "succeeded"
