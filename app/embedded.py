@@ -24,7 +24,7 @@ def _free_port() -> int:
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with(parent_pid: int) -> Callable[[], None] | None:
+def die_with(parent_pid: int) -> Callable[[], None] | None:
     """A preexec_fn: on Linux the child gets SIGTERM when its parent dies, even by SIGKILL.
 
     The kernel sends it when the *thread* that forked exits, so start the child from a
@@ -80,7 +80,7 @@ class EmbeddedRedis:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with(os.getpid()),
+            preexec_fn=die_with(os.getpid()),
         )
         client = redis.Redis(host="127.0.0.1", port=self.port)
         deadline = time.monotonic() + timeout_s

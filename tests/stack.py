@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from app.embedded import die_with
+
 ROOT = Path(__file__).resolve().parent.parent
 TANDEM = [sys.executable, "-m", "app.cli"]
 
@@ -27,8 +29,14 @@ class Process:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115
+        # A test run that is killed takes its servers with it: no orphans load the machine.
         self.popen = subprocess.Popen(
-            args, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT
+            args,
+            env=env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with(os.getpid()),
         )
 
     @property
