@@ -1,8 +1,9 @@
 """A real HTTP webhook receiver on loopback, in a thread of its own.
 
 It records every request and answers from a script (a status code, optional headers,
-an optional delay per request); it can be stopped and started again on the same port
-to play a receiver that is down for a while.
+an optional body, an optional delay per request, or an answer held until the test lets
+it go); it can be stopped and started again on the same port to play a receiver that is
+down for a while.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ class Answer:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    body: bytes = b"ok"
+    # Answer only once the test sets it (or after HOLD_LIMIT_S, so a failing test ends).
+    hold: threading.Event | None = None
+
+
+HOLD_LIMIT_S = 60
 
 
 class Receiver:
@@ -69,12 +76,14 @@ class Receiver:
                 answer = receiver._answer()
                 if answer.delay_s:
                     time.sleep(answer.delay_s)
+                if answer.hold is not None:
+                    answer.hold.wait(HOLD_LIMIT_S)
                 self.send_response(answer.status)
                 for name, value in answer.headers.items():
                     self.send_header(name, value)
-                self.send_header("content-length", "2")
+                self.send_header("content-length", str(len(answer.body)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(answer.body)
 
             def log_message(self, *args: Any) -> None:
                 pass

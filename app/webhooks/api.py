@@ -1,14 +1,17 @@
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
+from app.access import audit
 from app.access.auth import Admin, Viewer
 from app.common import Page
+from app.db import unit_of_work
 from app.deps import ContextDep, DeliveryId, PageSize, PageToken, SessionDep, WebhookId
 from app.problems import problems
 from app.webhooks import service as service
+from app.webhooks.models import DeliveryStatus
 from app.webhooks.schemas import DeliveryOut, PingResult, WebhookCreate, WebhookOut, WebhookPatch
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -105,9 +108,15 @@ async def rotate_secret(
     responses=problems(404, 422),
 )
 async def test_webhook(
-    webhook_id: WebhookId, session: SessionDep, principal: Admin, context: ContextDep
+    webhook_id: WebhookId, request: Request, principal: Admin, context: ContextDep
 ) -> PingResult:
-    return await service.ping(session, principal.org_id, webhook_id, context.http, context.settings)
+    # No request session: its transaction would stay open while the receiver answers.
+    result = await service.ping(
+        context.sessions, principal.org_id, webhook_id, context.http, context.settings
+    )
+    async with unit_of_work(context.sessions) as session:
+        audit.record(session, request, 200)
+    return result
 
 
 @router.get(
@@ -120,7 +129,7 @@ async def list_deliveries(
     webhook_id: WebhookId,
     session: SessionDep,
     principal: Viewer,
-    status: Annotated[Literal["pending", "succeeded", "failed"] | None, Query()] = None,
+    status: Annotated[DeliveryStatus | None, Query()] = None,
     page_size: PageSize = 50,
     page_token: PageToken = None,
 ) -> Page[DeliveryOut]:

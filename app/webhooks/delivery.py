@@ -3,11 +3,13 @@ attempt itself, and when to try again."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import random
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import httpx
@@ -17,7 +19,9 @@ from app.config import Settings
 from app.events.models import Event
 from app.events.service import render
 from app.webhooks import pagerduty, signing, urlguard
-from app.webhooks.models import WebhookEndpoint
+from app.webhooks.models import ERROR_MAX, EXCERPT_MAX, EndpointKind, WebhookEndpoint
+
+log = logging.getLogger("tandem.webhooks")
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ def standard_body(event: Event) -> str:
 def build_request(
     endpoint: WebhookEndpoint, event: Event, at: datetime, settings: Settings
 ) -> Request | None:
-    if endpoint.kind == "pagerduty":
+    if endpoint.kind == EndpointKind.PAGERDUTY:
         payload = pagerduty.body(event, endpoint.routing_key or "")
         if payload is None:
             return None
@@ -73,6 +77,8 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # "-0000": UTC, says RFC 5322
+        when = when.replace(tzinfo=UTC)
     return max((when - now).total_seconds(), 0.0)
 
 
@@ -91,7 +97,31 @@ def next_delay(attempts: int, retry_after_s: float | None, settings: Settings) -
     return base * random.uniform(1 - spread, 1 + spread)
 
 
+def clean(text: str, limit: int) -> str:
+    """Text a receiver had a hand in, made storable: PostgreSQL text holds no NUL, and
+    neither database takes a lone surrogate (not UTF-8); at most `limit` characters."""
+    text = text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    return text[:limit]
+
+
+def excerpt(head: bytes) -> str | None:
+    """The start of an answer, read as UTF-8 whatever charset it declares: a declared
+    charset can fail to decode, or decode to text that cannot be stored."""
+    return clean(head.decode("utf-8", "replace"), EXCERPT_MAX) or None
+
+
+async def _head(response: httpx.Response, limit: int) -> bytes:
+    """The first `limit` bytes of the body, or fewer; the rest is never read."""
+    head = bytearray()
+    async for chunk in response.aiter_bytes():
+        head += chunk
+        if len(head) >= limit:
+            break
+    return bytes(head[:limit])
+
+
 async def send(http: httpx.AsyncClient, request: Request, settings: Settings) -> Outcome:
+    """One attempt. Call it with no transaction open: it waits on a stranger."""
     started = time.perf_counter()
 
     def elapsed() -> int:
@@ -100,20 +130,38 @@ async def send(http: httpx.AsyncClient, request: Request, settings: Settings) ->
     try:
         await urlguard.check(request.url, settings.webhook_allow_private)
     except urlguard.UnsafeURL as exc:
-        return Outcome(None, f"refused: {exc}", elapsed(), None, None, permanent=True)
+        error = clean(f"refused: {exc}", ERROR_MAX)
+        return Outcome(None, error, elapsed(), None, None, permanent=True)
     try:
-        response = await http.post(
-            request.url,
-            content=request.body.encode(),
-            headers=request.headers,
-            timeout=settings.webhook_timeout_s,
-        )
+        # One deadline for the whole attempt, not only for each read: a receiver
+        # answering a byte at a time would otherwise hold its lane as long as it likes.
+        async with (
+            asyncio.timeout(settings.webhook_timeout_s),
+            http.stream(
+                "POST",
+                request.url,
+                content=request.body.encode(),
+                headers=request.headers,
+                timeout=settings.webhook_timeout_s,
+            ) as response,
+        ):
+            # UTF-8 takes at most 4 bytes a character.
+            head = await _head(response, EXCERPT_MAX * 4)
+    except TimeoutError:
+        error = f"no answer within {settings.webhook_timeout_s:g} s"
+        return Outcome(None, error, elapsed(), None, None)
     except httpx.HTTPError as exc:
-        return Outcome(None, f"{type(exc).__name__}: {exc}"[:1000], elapsed(), None, None)
+        error = clean(f"{type(exc).__name__}: {exc}", ERROR_MAX)
+        return Outcome(None, error, elapsed(), None, None)
+    except Exception as exc:
+        # Whatever a receiver's answer made go wrong is a failed attempt, retried on the
+        # schedule, not an error that ends the lane and has the delivery sent again at once.
+        log.exception("webhook attempt to %s failed unexpectedly", request.url)
+        return Outcome(None, f"unexpected {type(exc).__name__}", elapsed(), None, None)
     return Outcome(
         response.status_code,
         None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}",
         elapsed(),
         retry_after_seconds(response.headers.get("retry-after"), utcnow()),
-        response.text[:500] if response.text else None,
+        excerpt(head),
     )

@@ -3,7 +3,8 @@
 One worker at a time holds the `webhook-dispatcher` lease (renewed like an operation's;
 taken over when its holder dies). It sends each endpoint's deliveries for a pair in
 event order, one lane per (endpoint, pair), lanes concurrently, so a slow or dead
-receiver holds up only its own lane and never an operation. Every attempt is a row.
+receiver holds up only its own lane and never an operation. Every attempt is a row; one
+that cannot be written is still counted, and the next waits its turn on the schedule.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from app.db import unit_of_work
 from app.events.models import Event
 from app.events.service import emit_event
 from app.webhooks.delivery import Outcome, build_request, next_delay, send
-from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from app.webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 log = logging.getLogger("tandem.dispatcher")
 
@@ -123,7 +124,7 @@ class Dispatcher:
                         col(WebhookDelivery.cluster_id),
                     )
                     .where(
-                        col(WebhookDelivery.status) == "pending",
+                        col(WebhookDelivery.status) == DeliveryStatus.PENDING,
                         col(WebhookDelivery.next_attempt_at) <= utcnow(),
                     )
                     .order_by(col(WebhookDelivery.position))
@@ -164,7 +165,7 @@ class Dispatcher:
                     select(WebhookDelivery)
                     .where(
                         col(WebhookDelivery.id).in_(delivery_ids),
-                        col(WebhookDelivery.status) == "pending",
+                        col(WebhookDelivery.status) == DeliveryStatus.PENDING,
                     )
                     .order_by(col(WebhookDelivery.position))
                 )
@@ -200,6 +201,13 @@ class Dispatcher:
     async def _record_sent(self, sent: list[tuple[WebhookDelivery, Outcome]]) -> None:
         if not sent:
             return
+        try:
+            await self._write_sent(sent)
+        except Exception as exc:
+            log.exception("could not record %d sent deliveries", len(sent))
+            await self._put_off({d.id: d.attempts for d, _ in sent}, exc)
+
+    async def _write_sent(self, sent: list[tuple[WebhookDelivery, Outcome]]) -> None:
         now = utcnow()
         async with unit_of_work(self._sessions) as session:
             # One statement per status code (all 2xx) for the batch; the status guard
@@ -212,10 +220,10 @@ class Dispatcher:
                     update(WebhookDelivery)
                     .where(
                         col(WebhookDelivery.id).in_(ids),
-                        col(WebhookDelivery.status) == "pending",
+                        col(WebhookDelivery.status) == DeliveryStatus.PENDING,
                     )
                     .values(
-                        status="succeeded",
+                        status=DeliveryStatus.SUCCEEDED,
                         attempts=WebhookDelivery.attempts + 1,
                         delivered_at=now,
                         last_status_code=code,
@@ -253,19 +261,19 @@ class Dispatcher:
         """One attempt at one delivery. True when it is settled (sent, or given up)."""
         async with unit_of_work(self._sessions) as session:
             delivery = await session.get(WebhookDelivery, delivery_id, populate_existing=True)
-            if delivery is None or delivery.status != "pending":
+            if delivery is None or delivery.status != DeliveryStatus.PENDING:
                 return True
             endpoint = await session.get(WebhookEndpoint, delivery.endpoint_id)
             event = await session.get(Event, delivery.event_id)
             if endpoint is None or event is None or not endpoint.enabled:
-                delivery.status = "failed"
+                delivery.status = DeliveryStatus.FAILED
                 delivery.last_error = "endpoint disabled or deleted"
                 delivery.updated_at = utcnow()
                 return True
             request = build_request(endpoint, event, utcnow(), self._settings)
             prior_attempts = delivery.attempts
             if request is None:
-                delivery.status = "succeeded"
+                delivery.status = DeliveryStatus.SUCCEEDED
                 delivery.last_error = "nothing to send for this endpoint kind"
                 return True
 
@@ -273,12 +281,50 @@ class Dispatcher:
         return await self.record(delivery_id, prior_attempts, outcome)
 
     async def record(self, delivery_id: str, prior_attempts: int, outcome: Outcome) -> bool:
+        """Record one attempt and settle or reschedule its delivery. True when it is settled."""
+        try:
+            return await self._write_attempt(delivery_id, prior_attempts, outcome)
+        except Exception as exc:
+            log.exception("could not record attempt %d of %s", prior_attempts + 1, delivery_id)
+            await self._put_off({delivery_id: prior_attempts}, exc)
+            return False
+
+    async def _put_off(self, prior_attempts: dict[str, int], error: Exception) -> None:
+        """The attempts were made but could not be recorded: count them and push each
+        delivery's next attempt back on the retry schedule, as for a failed attempt, so
+        that an answer which cannot be stored is not asked for again at once, in a loop."""
+        now = utcnow()
+        # The type only: the message of a database error quotes the values it refused.
+        reason = f"the attempt could not be recorded ({type(error).__name__})"
+        async with unit_of_work(self._sessions) as session:
+            for delivery_id, prior in prior_attempts.items():
+                delay = next_delay(prior + 1, None, self._settings)
+                next_at = None if delay is None else now + timedelta(seconds=delay)
+                await session.execute(
+                    update(WebhookDelivery)
+                    .where(
+                        col(WebhookDelivery.id) == delivery_id,
+                        col(WebhookDelivery.status) == DeliveryStatus.PENDING,
+                        # Recorded meanwhile by another dispatcher: theirs stands.
+                        col(WebhookDelivery.attempts) == prior,
+                    )
+                    .values(
+                        attempts=prior + 1,
+                        status=DeliveryStatus.FAILED if next_at is None else DeliveryStatus.PENDING,
+                        next_attempt_at=next_at,
+                        last_error=reason,
+                        updated_at=now,
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+
+    async def _write_attempt(self, delivery_id: str, prior_attempts: int, outcome: Outcome) -> bool:
         now = utcnow()
         async with unit_of_work(self._sessions) as session:
             delivery = await session.get(
                 WebhookDelivery, delivery_id, populate_existing=True, with_for_update=True
             )
-            if delivery is None or delivery.status != "pending":
+            if delivery is None or delivery.status != DeliveryStatus.PENDING:
                 return True
             if delivery.attempts != prior_attempts:
                 return True  # another dispatcher recorded this attempt already
@@ -292,7 +338,7 @@ class Dispatcher:
             delivery.updated_at = now
             next_at: datetime | None = None
             if outcome.ok:
-                delivery.status = "succeeded"
+                delivery.status = DeliveryStatus.SUCCEEDED
                 delivery.delivered_at = now
                 endpoint.failing_since = None
             else:
@@ -303,7 +349,7 @@ class Dispatcher:
                     else next_delay(delivery.attempts, outcome.retry_after_s, self._settings)
                 )
                 if delay is None:
-                    delivery.status = "failed"
+                    delivery.status = DeliveryStatus.FAILED
                     delivery.next_attempt_at = None
                 else:
                     next_at = now + timedelta(seconds=delay)

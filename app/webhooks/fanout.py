@@ -10,11 +10,11 @@ from sqlmodel import col
 from app.columns import new_id, utcnow
 from app.events.models import Event
 from app.webhooks import pagerduty
-from app.webhooks.models import WebhookDelivery, WebhookEndpoint
+from app.webhooks.models import DeliveryStatus, EndpointKind, WebhookDelivery, WebhookEndpoint
 
 
 def wants(kind: str, event_types: list[str], event_type: str) -> bool:
-    if kind == "pagerduty" and event_type not in pagerduty.EVENT_TYPES:
+    if kind == EndpointKind.PAGERDUTY and event_type not in pagerduty.EVENT_TYPES:
         return False
     return not event_types or event_type in event_types
 
@@ -44,7 +44,7 @@ async def create_deliveries(session: AsyncSession, events: list[Event]) -> int:
             "event_id": event.id,
             "cluster_id": event.cluster_id,
             "position": event.position,
-            "status": "pending",
+            "status": DeliveryStatus.PENDING,
             "attempts": 0,
             "next_attempt_at": now,
             "created_at": now,

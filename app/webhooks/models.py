@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
@@ -9,13 +10,29 @@ from sqlmodel import Field, SQLModel
 from app.columns import JSONType, UTCDateTime, utcnow
 
 
+class EndpointKind(StrEnum):
+    STANDARD = "standard"  # Standard Webhooks: the event, signed
+    PAGERDUTY = "pagerduty"  # PagerDuty Events API v2 bodies
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # given up, or its endpoint was disabled or deleted
+
+
+# Limits of the text columns that hold what a receiver answered, or why an attempt failed.
+EXCERPT_MAX = 500
+ERROR_MAX = 1000
+
+
 class WebhookEndpoint(SQLModel, table=True):
     __tablename__ = "webhook_endpoints"
 
     id: str = Field(primary_key=True, max_length=40)
     org_id: str = Field(foreign_key="organizations.id", max_length=40, index=True)
     url: str = Field(max_length=2000)
-    kind: str = Field(max_length=16)  # standard | pagerduty
+    kind: str = Field(max_length=16)  # an EndpointKind
     # Empty: every event type.
     event_types: list[Any] = Field(sa_type=JSONType)
     routing_key: str | None = Field(default=None, max_length=64)
@@ -46,11 +63,11 @@ class WebhookDelivery(SQLModel, table=True):
     event_id: str = Field(max_length=40)
     cluster_id: str | None = Field(default=None, max_length=40)
     position: int  # the event's global position: deliveries go out in this order
-    status: str = Field(max_length=16)  # pending | succeeded | failed
+    status: str = Field(max_length=16)  # a DeliveryStatus
     attempts: int = 0
     next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_status_code: int | None = None
-    last_error: str | None = Field(default=None, max_length=1000)
+    last_error: str | None = Field(default=None, max_length=ERROR_MAX)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -64,7 +81,7 @@ class WebhookAttempt(SQLModel, table=True):
     attempt: int
     status_code: int | None = None
     duration_ms: int
-    error: str | None = Field(default=None, max_length=1000)
-    response_excerpt: str | None = Field(default=None, max_length=500)
+    error: str | None = Field(default=None, max_length=ERROR_MAX)
+    response_excerpt: str | None = Field(default=None, max_length=EXCERPT_MAX)
     next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from pydantic import AnyHttpUrl, Field, StringConstraints, model_validator
 
 from app.common import NO_NUL, Strict
+from app.webhooks.models import DeliveryStatus, EndpointKind
 
 EventType = Literal[
     "cluster.state_changed",
@@ -28,7 +29,7 @@ class WebhookCreate(Strict):
     url: Url | None = Field(
         default=None, description="Required for `standard`; PagerDuty's events URL by default"
     )
-    kind: Literal["standard", "pagerduty"] = "standard"
+    kind: EndpointKind = EndpointKind.STANDARD
     event_types: list[EventType] = Field(
         default_factory=list, max_length=20, description="Empty: every event type"
     )
@@ -37,9 +38,9 @@ class WebhookCreate(Strict):
 
     @model_validator(mode="after")
     def _kind_fields(self) -> WebhookCreate:
-        if self.kind == "standard" and self.url is None:
+        if self.kind == EndpointKind.STANDARD and self.url is None:
             raise ValueError("a standard webhook needs a url")
-        if self.kind == "pagerduty" and not self.routing_key:
+        if self.kind == EndpointKind.PAGERDUTY and not self.routing_key:
             raise ValueError("a pagerduty webhook needs a routing_key")
         return self
 
@@ -55,7 +56,7 @@ class WebhookPatch(Strict):
 class WebhookOut(Strict):
     id: str
     url: str
-    kind: Literal["standard", "pagerduty"]
+    kind: EndpointKind
     event_types: list[str]
     routing_key: str | None
     description: str | None
@@ -83,7 +84,7 @@ class DeliveryOut(Strict):
     endpoint_id: str
     event_id: str
     cluster_id: str | None
-    status: Literal["pending", "succeeded", "failed"]
+    status: DeliveryStatus
     attempts: int
     next_attempt_at: datetime | None
     last_status_code: int | None

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from app.columns import new_id, utcnow
 from app.config import Settings
+from app.db import unit_of_work
 from app.errors import Conflict, NotFound, Unprocessable
 from app.pagination import page_by_creation
 from app.webhooks import signing, urlguard
 from app.webhooks.delivery import Request, send
-from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from app.webhooks.models import (
+    DeliveryStatus,
+    EndpointKind,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from app.webhooks.schemas import (
     AttemptOut,
     DeliveryOut,
@@ -28,6 +35,8 @@ from app.webhooks.schemas import (
 
 
 async def _guard(url: str, settings: Settings) -> None:
+    """Call it before the request's first statement: a DNS lookup is an outbound wait, and
+    the request's transaction starts with that statement."""
     try:
         await urlguard.check(url, settings.webhook_allow_private)
     except urlguard.UnsafeURL as exc:
@@ -38,7 +47,7 @@ def render(endpoint: WebhookEndpoint, *, reveal: bool = False) -> WebhookOut:
     return WebhookOut(
         id=endpoint.id,
         url=endpoint.url,
-        kind=endpoint.kind,  # type: ignore[arg-type]
+        kind=EndpointKind(endpoint.kind),
         event_types=list(endpoint.event_types),
         routing_key=signing.mask(endpoint.routing_key) if endpoint.routing_key else None,
         description=endpoint.description,
@@ -90,12 +99,12 @@ async def list_endpoints(
 async def update(
     session: AsyncSession, org_id: str, endpoint_id: str, body: WebhookPatch, settings: Settings
 ) -> WebhookEndpoint:
+    if body.url is not None:
+        await _guard(str(body.url), settings)
     endpoint = await get(session, org_id, endpoint_id)
     changes = body.model_dump(exclude_unset=True)
-    if changes.get("url") is not None:
-        url = str(body.url)
-        await _guard(url, settings)
-        endpoint.url = url
+    if body.url is not None:
+        endpoint.url = str(body.url)
     if changes.get("event_types") is not None:
         endpoint.event_types = list(changes["event_types"])
     if "routing_key" in changes and body.routing_key is not None:
@@ -152,15 +161,29 @@ async def rotate_secret(
 
 
 async def ping(
-    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
     org_id: str,
     endpoint_id: str,
     http: httpx.AsyncClient,
     settings: Settings,
 ) -> PingResult:
-    """Send a signed `webhook.ping` now and report how the receiver answered."""
-    endpoint = await get(session, org_id, endpoint_id)
-    now = utcnow()
+    """Send a signed `webhook.ping` now and report how the receiver answered.
+
+    The endpoint is read in a transaction that is over before the call: a receiver taking
+    its time must not hold one open (on SQLite, the write lock every writer waits for)."""
+    async with unit_of_work(sessions) as session:
+        endpoint = await get(session, org_id, endpoint_id)
+    request = _ping_request(endpoint, utcnow())
+    outcome = await send(http, request, settings)
+    return PingResult(
+        ok=outcome.ok,
+        status_code=outcome.status_code,
+        duration_ms=outcome.duration_ms,
+        error=outcome.error,
+    )
+
+
+def _ping_request(endpoint: WebhookEndpoint, now: datetime) -> Request:
     message_id = new_id("ping")
     body = json.dumps(
         {
@@ -174,15 +197,7 @@ async def ping(
         separators=(",", ":"),
     )
     signers = [endpoint.secret] + ([endpoint.previous_secret] if endpoint.previous_secret else [])
-    outcome = await send(
-        http, Request(endpoint.url, body, signing.headers(message_id, now, body, signers)), settings
-    )
-    return PingResult(
-        ok=outcome.ok,
-        status_code=outcome.status_code,
-        duration_ms=outcome.duration_ms,
-        error=outcome.error,
-    )
+    return Request(endpoint.url, body, signing.headers(message_id, now, body, signers))
 
 
 async def _render_delivery(session: AsyncSession, delivery: WebhookDelivery) -> DeliveryOut:
@@ -191,14 +206,15 @@ async def _render_delivery(session: AsyncSession, delivery: WebhookDelivery) -> 
         .where(col(WebhookAttempt.delivery_id) == delivery.id)
         .order_by(col(WebhookAttempt.attempt))
     )
+    pending = delivery.status == DeliveryStatus.PENDING
     return DeliveryOut(
         id=delivery.id,
         endpoint_id=delivery.endpoint_id,
         event_id=delivery.event_id,
         cluster_id=delivery.cluster_id,
-        status=delivery.status,  # type: ignore[arg-type]
+        status=DeliveryStatus(delivery.status),
         attempts=delivery.attempts,
-        next_attempt_at=delivery.next_attempt_at if delivery.status == "pending" else None,
+        next_attempt_at=delivery.next_attempt_at if pending else None,
         last_status_code=delivery.last_status_code,
         last_error=delivery.last_error,
         created_at=delivery.created_at,
@@ -222,7 +238,7 @@ async def list_deliveries(
     session: AsyncSession,
     org_id: str,
     endpoint_id: str,
-    status: str | None,
+    status: DeliveryStatus | None,
     page_size: int,
     page_token: str | None,
 ) -> tuple[list[DeliveryOut], str | None]:
@@ -262,7 +278,7 @@ async def redeliver(
         event_id=original.event_id,
         cluster_id=original.cluster_id,
         position=original.position,
-        status="pending",
+        status=DeliveryStatus.PENDING,
         next_attempt_at=utcnow(),
     )
     session.add(copy)

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 from standardwebhooks import Webhook
 
 from app.coordination import Lease
+from app.webhooks.delivery import clean, excerpt, retry_after_seconds
+from tests.conftest import BACKEND
 from tests.helpers import create_cluster, events, start_ok, wait_done, wait_for
 from tests.receiver import Answer, Receiver
 from tests.stack import Stack
@@ -265,3 +269,152 @@ async def test_slow_receiver_delays_neither_the_failover_nor_other_receivers(
     finally:
         slow.stop()
         fast.stop()
+
+
+# -- what a receiver answers, stored ----------------------------------------
+
+
+async def one_event_delivered(
+    client: httpx.AsyncClient, receiver: Receiver, endpoints: list[str]
+) -> tuple[dict[str, Any], int]:
+    """An operation.created event to a new endpoint: its delivery once settled (or once
+    the receiver has had it twice), and how many times the receiver had it."""
+    endpoint = await register(client, endpoints, receiver.url, event_types=["operation.created"])
+    cluster = await create_cluster(client)
+    op = await start_ok(client, cluster["id"])
+
+    async def settled_or_sent_again() -> dict[str, Any] | None:
+        [delivery] = await deliveries(client, endpoint["id"])
+        sent_again = len(receiver.bodies_for_cluster(cluster["id"])) > 1
+        return delivery if delivery["status"] != "pending" or sent_again else None
+
+    delivery = await wait_for(settled_or_sent_again, timeout_s=30)
+    await wait_done(client, op["id"])
+    return delivery, len(receiver.bodies_for_cluster(cluster["id"]))
+
+
+async def test_a_body_with_nul_bytes_is_recorded_once(
+    client: httpx.AsyncClient, receiver: Receiver, endpoints: list[str]
+) -> None:
+    # PostgreSQL text cannot hold NUL: stored as it came, the attempt could not be
+    # recorded, and the delivery was sent again at once, in a loop.
+    receiver.default = Answer(200, {"content-type": "application/json"}, body=b'{"ok":1}\x00 !')
+    delivery, sent = await one_event_delivered(client, receiver, endpoints)
+    assert sent == 1
+    assert delivery["status"] == "succeeded" and delivery["attempts"] == 1
+    [attempt] = delivery["attempt_log"]
+    assert attempt["status_code"] == 200 and attempt["response_excerpt"] == '{"ok":1} !'
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "stored"),
+    [
+        ("application/json", b'{"caf\xe9": "\xff"}', '{"caf\ufffd": "\ufffd"}'),
+        # Lone surrogates when read in the charset it declares: neither database takes them.
+        ("text/plain; charset=utf-7", b"+2D0- +2D3eAA-", "+2D0- +2D3eAA-"),
+        # A charset these bytes are not: reading them as it says fails.
+        ("text/plain; charset=utf-16", b"\x00\xd8", "\ufffd"),
+    ],
+    ids=["invalid-utf8", "utf7-lone-surrogates", "utf16-without-bom"],
+)
+async def test_a_body_that_is_not_utf8_is_recorded_once(
+    client: httpx.AsyncClient,
+    receiver: Receiver,
+    endpoints: list[str],
+    content_type: str,
+    body: bytes,
+    stored: str,
+) -> None:
+    receiver.default = Answer(200, {"content-type": content_type}, body=body)
+    delivery, sent = await one_event_delivered(client, receiver, endpoints)
+    assert sent == 1
+    assert delivery["status"] == "succeeded" and delivery["attempts"] == 1
+    [attempt] = delivery["attempt_log"]
+    assert attempt["status_code"] == 200 and attempt["response_excerpt"] == stored
+
+
+def test_excerpts_and_errors_are_cleaned_and_capped() -> None:
+    assert clean("a\x00b\ud800c", 10) == "ab?c"
+    assert clean("x" * 2000, 1000) == "x" * 1000
+    assert excerpt(b"") is None and excerpt(b"\x00") is None
+    assert excerpt("é".encode() * 1000) == "é" * 500
+    # Cut inside a character: the part is replaced, never stored as it is.
+    assert excerpt("é".encode()[:1]) == "\ufffd"
+
+
+def test_retry_after_as_a_date_without_a_zone_is_utc() -> None:
+    # "-0000" parses to a naive time; subtracting it from an aware one raised, and the
+    # attempt ended in an error instead of being recorded.
+    now = datetime(2015, 10, 21, 7, 28, tzinfo=UTC)
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:30 -0000", now) == 30.0
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:30 GMT", now) == 30.0
+
+
+# -- an attempt that cannot be recorded --------------------------------------
+
+
+def _refusal_ddl(endpoint_id: str) -> tuple[list[str], list[str]]:
+    """Statements that make the database refuse every attempt row of the endpoint's
+    deliveries, and statements that stop it."""
+    assert re.fullmatch(r"wh_[0-9a-f]+", endpoint_id)
+    name = f"refuse_{endpoint_id}"
+    of_endpoint = (
+        f"(SELECT endpoint_id FROM webhook_deliveries WHERE id = NEW.delivery_id) = '{endpoint_id}'"
+    )
+    if BACKEND == "postgresql":
+        return [
+            f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF {of_endpoint} THEN RAISE EXCEPTION 'refused by the test'; END IF; "
+            "RETURN NEW; END $$",
+            f"CREATE TRIGGER {name} BEFORE INSERT ON webhook_attempts "
+            f"FOR EACH ROW EXECUTE FUNCTION {name}()",
+        ], [f"DROP TRIGGER {name} ON webhook_attempts", f"DROP FUNCTION {name}()"]
+    return [
+        f"CREATE TRIGGER {name} BEFORE INSERT ON webhook_attempts WHEN {of_endpoint} "
+        "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+    ], [f"DROP TRIGGER {name}"]
+
+
+async def _execute(sessions: async_sessionmaker[AsyncSession], statements: list[str]) -> None:
+    async with sessions() as session:
+        for statement in statements:
+            await session.execute(text(statement))
+        await session.commit()
+
+
+async def test_an_attempt_that_cannot_be_recorded_is_put_off_not_resent_at_once(
+    client: httpx.AsyncClient,
+    receiver: Receiver,
+    endpoints: list[str],
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # The database itself refuses the attempt rows (a trigger): a real failure to record,
+    # whatever its cause. Each send must still count as an attempt and wait its turn on
+    # the retry schedule, instead of going out again at once, in a loop.
+    endpoint = await register(client, endpoints, receiver.url, event_types=["operation.created"])
+    refuse, allow = _refusal_ddl(endpoint["id"])
+    await _execute(sessions, refuse)
+    try:
+        cluster = await create_cluster(client)
+        op = await start_ok(client, cluster["id"])
+
+        async def counted() -> dict[str, Any] | None:
+            [delivery] = await deliveries(client, endpoint["id"])
+            return delivery if delivery["attempts"] >= 1 else None
+
+        put_off = await wait_for(counted, timeout_s=20)
+        assert put_off["status"] == "pending" and put_off["attempt_log"] == []
+        assert "could not be recorded" in put_off["last_error"]
+    finally:
+        await _execute(sessions, allow)
+
+    async def succeeded() -> dict[str, Any] | None:
+        [delivery] = await deliveries(client, endpoint["id"])
+        return delivery if delivery["status"] == "succeeded" else None
+
+    delivery = await wait_for(succeeded, timeout_s=30)
+    # Every send was counted once: none went out uncounted, in a loop.
+    assert len(receiver.bodies_for_cluster(cluster["id"])) == delivery["attempts"] >= 2
+    [recorded] = delivery["attempt_log"]
+    assert recorded["attempt"] == delivery["attempts"] and recorded["status_code"] == 200
+    await wait_done(client, op["id"])

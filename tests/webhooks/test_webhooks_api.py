@@ -5,16 +5,21 @@ real API and worker processes."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from app.webhooks import signing, urlguard
+from tests.conftest import BACKEND
 from tests.helpers import create_cluster, start_ok, wait_done, wait_for
 from tests.receiver import Answer, Received, Receiver
 from tests.stack import Stack
@@ -299,6 +304,63 @@ async def test_test_ping_reports_a_failing_receiver(
         Webhook(endpoint["secret"]).verify(request.body, request.headers)
     finally:
         await unregister(client, endpoint["id"])
+
+
+async def open_transactions(
+    sessions: async_sessionmaker[AsyncSession], stack: Stack
+) -> list[tuple[str, str]]:
+    """(state, last statement) of each transaction the API process has open on PostgreSQL,
+    its connections told apart from the workers' by their client port."""
+    assert stack.api is not None
+    api = psutil.Process(stack.api.pid)
+    ports = {
+        c.laddr.port
+        for process in (api, *api.children(recursive=True))
+        for c in process.net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == 5432
+    }
+    assert ports, "the API process has no connection to PostgreSQL"
+    async with sessions() as session:
+        rows = (
+            await session.execute(
+                text(
+                    "SELECT client_port, state, query FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND xact_start IS NOT NULL"
+                )
+            )
+        ).all()
+    return [(state, query) for port, state, query in rows if port in ports]
+
+
+async def test_a_test_ping_waits_for_its_receiver_with_no_transaction_open(
+    client: httpx.AsyncClient,
+    receiver: Receiver,
+    live_stack: Stack,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    let_go = threading.Event()
+    receiver.script = [Answer(200, hold=let_go)]
+    endpoint = await register(client, url=receiver.url, event_types=["operation.cancelled"])
+    path = f"/v1/webhooks/{endpoint['id']}"
+    ping = asyncio.create_task(client.post(f"{path}/test"))
+    try:
+
+        async def arrived() -> list[Received]:
+            return pings_for(receiver, endpoint["id"])
+
+        await wait_for(arrived, timeout_s=10)
+        # The receiver holds its answer. Another request writes meanwhile: on SQLite it
+        # would wait for a write lock held by the ping's transaction until the ping gave up.
+        patched = await client.patch(path, json={"description": "changed during a ping"})
+        assert patched.status_code == 200, patched.text
+        if BACKEND == "postgresql":
+            assert await open_transactions(sessions, live_stack) == []
+    finally:
+        let_go.set()
+        result = (await ping).json()
+        await unregister(client, endpoint["id"])
+    # Answered after the checks above: they ran while the ping was waiting for it.
+    assert result["ok"] is True and result["status_code"] == 200, result
 
 
 # -- delivery log and redelivery --------------------------------------------
