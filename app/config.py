@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     worker_poll_delay_s: float = Field(default=0.01, gt=0)
     # Jobs one worker runs at once; a step that waits gives its slot back.
     worker_max_jobs: int = Field(default=20, ge=1, le=1000)
+    # A `tandem worker`'s /healthz, /readyz and /metrics (0: any free port, logged).
+    worker_health_port: int = Field(default=8001, ge=0, le=65535)
     log_level: str = "info"
     # Mutating requests a minute per API token (app.access.ratelimit.hit), unless the token says.
     rate_limit_per_minute: int = Field(default=600, ge=1)

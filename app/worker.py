@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from typing import Any
 
 from arq import cron, func
@@ -19,6 +20,8 @@ from app.actions.base import ActionDeps
 from app.config import Settings
 from app.context import build_context, redis_settings
 from app.events.notify import EVENTS, Notifier, publish
+from app.health import worker as health_server
+from app.health.service import Readiness, readiness
 from app.migrations import current_revision, head_revision
 from app.operations.executor import Executor
 from app.operations.sweeper import sweep
@@ -64,6 +67,13 @@ async def startup(ctx: dict[str, Any]) -> None:
     context.notifier.start()
     ctx["dispatcher_task"] = asyncio.create_task(dispatch(dispatcher, context.notifier))
     log.info("worker %s started on queue %s", owner, settings.queue_name)
+    if ctx.get("health_port") is not None:
+        worker: TandemWorker = ctx["worker"]
+
+        async def probe() -> Readiness:
+            return await readiness(context.engine, context.redis, worker.state)
+
+        ctx["health"] = await health_server.serve(settings.host, ctx["health_port"], probe)
 
 
 async def dispatch(dispatcher: Dispatcher, notifier: Notifier) -> None:
@@ -84,6 +94,12 @@ async def dispatch(dispatcher: Dispatcher, notifier: Notifier) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    health = ctx.get("health")
+    if health is not None:
+        server, serving = health
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await serving
     task = ctx.get("dispatcher_task")
     if task is not None:
         task.cancel()
@@ -120,5 +136,55 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def build_worker(settings: Settings, handle_signals: bool = True) -> Worker:
-    return Worker(**worker_options(settings), handle_signals=handle_signals)  # type: ignore[arg-type]
+class TandemWorker(Worker):
+    """arq's worker, riding out Redis outages: a poll that fails is logged and tried again
+    with backoff, instead of ending the process (and the dispatcher with it)."""
+
+    # A poll older than this makes the worker not ready.
+    STALE_AFTER_S = 5.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ctx["worker"] = self
+        self.last_poll = time.monotonic()
+        self.poll_error: str | None = None
+        self._backoff_s = 0.0
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # Redis gone (ConnectionError, TimeoutError, OSError...)
+            if self.poll_error is None:
+                log.warning("queue unreachable (%s: %s); retrying", type(exc).__name__, exc)
+            self.poll_error = f"{type(exc).__name__}: {exc}"[:200]
+            self._backoff_s = min(max(self._backoff_s * 2, 0.1), 5.0)
+            await asyncio.sleep(self._backoff_s)
+            return
+        if self.poll_error is not None:
+            log.warning("queue reachable again")
+        self.poll_error, self._backoff_s = None, 0.0
+        self.last_poll = time.monotonic()
+
+    def state(self) -> str:
+        """ "ok", or why this worker cannot take work now."""
+        if self.main_task is not None and self.main_task.done():
+            return "not running"
+        if self.poll_error is not None:
+            return f"queue unreachable: {self.poll_error}"
+        if time.monotonic() - self.last_poll > self.STALE_AFTER_S:
+            return f"no poll for {time.monotonic() - self.last_poll:.0f} s"
+        dispatcher = self.ctx.get("dispatcher_task")
+        if dispatcher is not None and dispatcher.done():
+            return "webhook dispatcher stopped"
+        return "ok"
+
+
+def build_worker(
+    settings: Settings, handle_signals: bool = True, health_port: int | None = None
+) -> TandemWorker:
+    """The worker; with `health_port` (0: any free one) it serves its own health port."""
+    options = worker_options(settings)
+    options["ctx"]["health_port"] = health_port
+    return TandemWorker(**options, handle_signals=handle_signals)

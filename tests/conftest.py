@@ -145,6 +145,8 @@ def stack_env(database_url: str, redis_url: str, tmp_root: Path) -> dict[str, st
         "TANDEM_DATA_DIR": str(tmp_root / "data"),
         # Short leases so recovery after a SIGKILL is quick in the tests.
         "TANDEM_LEASE_TTL_S": "3",
+        # Several workers on one machine: each takes a free health port.
+        "TANDEM_WORKER_HEALTH_PORT": "0",
         "TANDEM_SWEEP_INTERVAL_S": "1",
         "TANDEM_LOG_LEVEL": "info",
         # The first API start registers this admin token (for the `client` fixture).

@@ -148,7 +148,7 @@ def worker() -> None:
             "a separate worker needs TANDEM_REDIS_URL; `tandem serve` runs one in-process "
             "on the embedded default"
         )
-    build_worker(settings).run()
+    build_worker(settings, health_port=settings.worker_health_port).run()
 
 
 def _run_in_session(work):  # type: ignore[no-untyped-def]

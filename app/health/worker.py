@@ -1,0 +1,73 @@
+"""A worker's own health port (TANDEM_WORKER_HEALTH_PORT): `/healthz`, `/readyz` and
+`/metrics` of that process, so an orchestrator can probe a worker as it probes the API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+
+import uvicorn
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.errors import PROBLEM_JSON, TYPE_BASE
+from app.health.service import Readiness
+
+log = logging.getLogger("tandem.health")
+
+
+def health_app(probe: Callable[[], Awaitable[Readiness]]) -> FastAPI:
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", response_model=None)
+    async def readyz() -> Readiness | JSONResponse:
+        body = await probe()
+        if body.ready:
+            return body
+        problem = {
+            "type": TYPE_BASE + "not-ready",
+            "title": "Not ready",
+            "status": 503,
+            "detail": "this worker cannot take work: see the failing checks",
+            "code": "not_ready",
+            **body.model_dump(exclude={"status"}),
+        }
+        return JSONResponse(problem, status_code=503, media_type=PROBLEM_JSON)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+class _Server(uvicorn.Server):
+    # The worker owns SIGTERM/SIGINT (it gives its leases back); the health port must not.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(
+    host: str, port: int, probe: Callable[[], Awaitable[Readiness]]
+) -> tuple[_Server, asyncio.Task[None]]:
+    """Start the health server in this event loop; port 0 takes a free one (logged)."""
+    config = uvicorn.Config(
+        health_app(probe), host=host, port=port, log_level="warning", lifespan="off"
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started and not task.done():  # noqa: ASYNC110  (uvicorn sets a flag)
+        await asyncio.sleep(0.01)
+    if task.done():
+        task.result()  # the port could not be bound: say why
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    log.info("worker health on http://%s:%d (/healthz, /readyz, /metrics)", host, bound)
+    return server, task
