@@ -18,6 +18,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 
+from app.access import ratelimit
 from app.access.models import ApiToken
 from app.columns import utcnow
 from app.db import unit_of_work
@@ -101,7 +102,6 @@ async def authenticate(
 
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-RateCheck = Callable[[Request, Principal], Awaitable[None]]
 
 
 def require(role: Role) -> Callable[..., Awaitable[Principal]]:
@@ -114,10 +114,12 @@ def require(role: Role) -> Callable[..., Awaitable[Principal]]:
                 required_role=role.value,
             )
         if request.method in MUTATING:
-            from app.access.limits import check_rate
-
             context = request.app.state.context
-            await check_rate(context.redis, context.settings.rate_limit_per_minute, principal)
+            settings = context.settings
+            per_minute = principal.rate_limit_per_minute or settings.rate_limit_per_minute
+            await ratelimit.check_token(
+                context.redis, settings.redis_prefix, principal.token_id, per_minute
+            )
         return principal
 
     check.required_role = role  # type: ignore[attr-defined]  # read by the OpenAPI document

@@ -1,4 +1,5 @@
-"""app.access.ratelimit.hit against a real Redis, and the Retry-After its refusal becomes."""
+"""app.access.ratelimit against a real Redis: the counter, the Retry-After its refusal
+becomes, and the limit that lets requests through when Redis is down."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
-from app.access.ratelimit import hit
+from app.access.ratelimit import check_token, hit
 from app.errors import TooManyRequests
+from tests.stack import free_port
 
 
 @pytest_asyncio.fixture
@@ -78,18 +80,24 @@ def test_too_many_requests_sends_whole_seconds_of_at_least_one(
     assert problem.response_headers() == {"Retry-After": header}
 
 
+async def test_a_token_past_its_limit_is_refused_with_retry_after(
+    redis_client: Redis, prefix: str
+) -> None:
+    await check_token(redis_client, prefix, "tok", 1)
+    with pytest.raises(TooManyRequests) as refused:
+        await check_token(redis_client, prefix, "tok", 1)
+    assert 0 < refused.value.retry_after <= 60
+    assert "more than 1 changes a minute" in refused.value.detail
+    # The counter is named after the prefix and the token.
+    assert 0 < await redis_client.pttl(f"{prefix}:rate:tok") <= 60_000
+    await redis_client.delete(f"{prefix}:rate:tok")
+
+
 async def test_an_unreachable_redis_lets_the_request_through() -> None:
     """The limiter fails open: a real client against a port where nothing listens."""
-    from redis.asyncio import Redis
-
-    from app.access.auth import Principal, Role
-    from app.access.limits import check_rate
-    from tests.stack import free_port
-
-    principal = Principal(org_id="org_x", token_id="tok_x", token_name="x", role=Role.ADMIN)
     down = Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1)
     try:
-        await check_rate(down, 1, principal)  # would be refused at once if it counted
-        await check_rate(down, 1, principal)
+        await check_token(down, "tandem", "tok_x", 1)  # would be refused at once if it counted
+        await check_token(down, "tandem", "tok_x", 1)
     finally:
         await down.aclose()
