@@ -17,6 +17,9 @@ Problem                         500 internal
 │   └── IdempotencyKeyReused    422 idempotency_key_reused
 ├── TooManyRequests             429 rate_limited  (sends Retry-After)
 └── ServiceUnavailable          503 unavailable
+
+The handlers leave the problem's status and code in the request's state (`problem_of`),
+where app.access audits refusals; this module imports nothing of the app.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.types import Scope
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://tandem.dev/problems/"
@@ -186,17 +190,17 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
-async def _audit_refusal(request: Request, problem: Problem) -> None:
-    """A refused mutating request is audited too, in a transaction of its own."""
-    from app.access.audit import record_refusal
+def _remember(request: Request, problem: Problem) -> None:
+    # Plain data in the request's state: whoever audits refusals (app.access) reads it there,
+    # so that this module, which the whole app imports, imports nothing of the app.
+    request.state.problem = (problem.status, problem.code)
 
-    context = getattr(request.app.state, "context", None)
-    if context is None:
-        return
-    try:
-        await record_refusal(context.sessions, request, problem.status, problem.code)
-    except Exception:  # the refusal itself must still reach the caller
-        log.exception("could not audit a refused request")
+
+def problem_of(scope: Scope) -> tuple[int, str] | None:
+    """The status and code of the problem this request was answered with by a handler below
+    (a Problem or a validation error), if any."""
+    refusal: tuple[int, str] | None = (scope.get("state") or {}).get("problem")
+    return refusal
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -204,13 +208,13 @@ def install_handlers(app: FastAPI) -> None:
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         if exc.status >= 500:
             log.error("problem %s: %s", exc.code, exc.detail)
-        await _audit_refusal(request, exc)
+        _remember(request, exc)
         return problem_response(exc, headers=exc.response_headers())
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         problem = _validation_problem(exc)
-        await _audit_refusal(request, problem)
+        _remember(request, problem)
         return problem_response(problem)
 
     @app.exception_handler(StarletteHTTPException)

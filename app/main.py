@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.access import api as access
 from app.access import tokens
+from app.access.audit import RefusalAuditMiddleware
 from app.access.auth import MUTATING
 from app.clusters import api as clusters
 from app.config import Settings, get_settings
@@ -22,7 +23,6 @@ from app.context import Context, build_context
 from app.db import unit_of_work
 from app.errors import install_handlers
 from app.events import api as events
-from app.events import feed_api as feed
 from app.health import api as health
 from app.metrics import api as metrics
 from app.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -80,7 +80,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     )
     install_handlers(app)
     # The last added is outermost: the request id is set first and is on every response,
-    # the 413 included.
+    # the 413 included. Innermost, a refusal is audited before it is sent.
+    app.add_middleware(RefusalAuditMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=1024 * 1024)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
@@ -89,7 +90,6 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.include_router(clusters.router)
     app.include_router(operations.router)
     app.include_router(events.router)
-    app.include_router(feed.router)
     app.include_router(webhooks.router)
     webhook_docs.document(app)
     _register_problem_schema(app)

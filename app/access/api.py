@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
 from app.access import audit as audit_service
 from app.access import tokens as service
 from app.access.auth import Admin, Viewer
-from app.access.models import Organization
+from app.access.models import AuditOutcome
 from app.access.schemas import AuditOut, Me, TokenCreate, TokenCreated, TokenOut
 from app.common import NO_NUL, Page
 from app.deps import PageSize, PageToken, SessionDep, TokenId
-from app.errors import NotFound
 from app.problems import problems
 
 router = APIRouter(tags=["access"])
@@ -21,16 +20,7 @@ router = APIRouter(tags=["access"])
 
 @router.get("/v1/me", response_model=Me, summary="The calling token and its organization")
 async def me(session: SessionDep, principal: Viewer) -> Me:
-    org = await session.get(Organization, principal.org_id)
-    if org is None:
-        raise NotFound("the token's organization no longer exists")
-    return Me(
-        org_id=org.id,
-        org_name=org.name,
-        token_id=principal.token_id,
-        token_name=principal.token_name,
-        role=principal.role.value,
-    )
+    return await service.me(session, principal)
 
 
 @router.post(
@@ -83,7 +73,7 @@ async def list_audit(
     principal: Admin,
     action: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
     token_id: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
-    outcome: Literal["succeeded", "refused", "replayed"] | None = None,
+    outcome: AuditOutcome | None = None,
     page_size: PageSize = 50,
     page_token: PageToken = None,
 ) -> Page[AuditOut]:

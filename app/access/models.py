@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlmodel import Field, SQLModel
@@ -26,7 +27,7 @@ class ApiToken(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=40)
     org_id: str = Field(foreign_key="organizations.id", max_length=40, index=True)
     name: str = Field(max_length=100)
-    role: str = Field(max_length=16)  # viewer | operator | admin
+    role: str = Field(max_length=16)  # a Role (app.access.auth)
     token_hash: str = Field(unique=True, max_length=64)
     prefix: str = Field(max_length=16)
     rate_limit_per_minute: int | None = None
@@ -34,6 +35,12 @@ class ApiToken(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class AuditOutcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    REFUSED = "refused"  # answered with a problem: no change was made
+    REPLAYED = "replayed"  # an Idempotency-Key's stored response, sent again
 
 
 class AuditRecord(SQLModel, table=True):
@@ -53,7 +60,7 @@ class AuditRecord(SQLModel, table=True):
     path: str = Field(max_length=500)
     target: str | None = Field(default=None, max_length=200)
     request_id: str | None = Field(default=None, max_length=128)
-    outcome: str = Field(max_length=16)  # succeeded | refused | replayed
+    outcome: str = Field(max_length=16)  # an AuditOutcome
     status_code: int
     detail: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BeforeValidator, Field, StringConstraints
 
+from app.access.auth import Role
+from app.access.models import AuditOutcome
 from app.common import Strict
 
-RoleName = Literal["viewer", "operator", "admin"]
 TokenName = Annotated[
     str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
 ]
@@ -24,7 +25,7 @@ def _rfc3339_text(value: Any) -> Any:
 
 class TokenCreate(Strict):
     name: TokenName
-    role: RoleName
+    role: Role
     expires_at: Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)] | None = Field(
         default=None, description="An RFC 3339 time with its offset; none: never"
     )
@@ -36,7 +37,7 @@ class TokenCreate(Strict):
 class TokenOut(Strict):
     id: str
     name: str
-    role: RoleName
+    role: Role
     prefix: str = Field(description="The token's first characters, to recognise it")
     rate_limit_per_minute: int | None
     created_at: datetime
@@ -53,7 +54,7 @@ class Me(Strict):
     org_name: str
     token_id: str
     token_name: str
-    role: RoleName
+    role: Role
 
 
 class AuditOut(Strict):
@@ -65,7 +66,7 @@ class AuditOut(Strict):
     path: str
     target: str | None
     request_id: str | None
-    outcome: Literal["succeeded", "refused", "replayed"]
+    outcome: AuditOutcome
     status_code: int
     detail: dict[str, Any] | None
     created_at: datetime

@@ -1,4 +1,4 @@
-"""Organizations and API tokens: create, list, revoke, bootstrap."""
+"""Organizations and API tokens: who is calling, create, list, revoke, bootstrap."""
 
 from __future__ import annotations
 
@@ -9,19 +9,32 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.access.auth import Role, hash_token, new_token
+from app.access.auth import Principal, Role, hash_token, new_token
 from app.access.models import ApiToken, Organization
-from app.access.schemas import TokenCreate, TokenCreated, TokenOut
+from app.access.schemas import Me, TokenCreate, TokenCreated, TokenOut
 from app.columns import new_id, utcnow
 from app.errors import Conflict, NotFound, Unprocessable
 from app.pagination import page_by_creation
+
+
+async def me(session: AsyncSession, principal: Principal) -> Me:
+    org = await session.get(Organization, principal.org_id)
+    if org is None:
+        raise NotFound("the token's organization no longer exists")
+    return Me(
+        org_id=org.id,
+        org_name=org.name,
+        token_id=principal.token_id,
+        token_name=principal.token_name,
+        role=principal.role,
+    )
 
 
 def render(token: ApiToken) -> TokenOut:
     return TokenOut(
         id=token.id,
         name=token.name,
-        role=token.role,  # type: ignore[arg-type]
+        role=Role(token.role),
         prefix=token.prefix,
         rate_limit_per_minute=token.rate_limit_per_minute,
         created_at=token.created_at,
@@ -71,7 +84,7 @@ async def create(
         session,
         org_id,
         body.name,
-        Role(body.role),
+        body.role,
         expires_at=body.expires_at,
         rate_limit_per_minute=body.rate_limit_per_minute,
         created_by=created_by,

@@ -1,16 +1,26 @@
+"""A pair's transition log, the organization's event feed and its live stream (SSE)."""
+
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import StreamingResponse
 
 from app.access.auth import Viewer
 from app.clusters import service as cluster_service
-from app.common import Page
-from app.deps import ClusterId, PageSize, PageToken, SessionDep
-from app.events import service as service
+from app.common import NO_NUL, Page
+from app.deps import ClusterId, ContextDep, PageSize, PageToken, SessionDep
+from app.errors import BadRequest
+from app.events import service, stream
 from app.events.schemas import EventOut
 from app.problems import problems
 
 router = APIRouter(tags=["events"])
+
+ClusterFilter = Annotated[
+    str | None, Query(max_length=40, pattern=NO_NUL, description="Only this pair")
+]
 
 
 @router.get(
@@ -29,3 +39,63 @@ async def list_cluster_events(
     await cluster_service.get(session, principal.org_id, cluster_id)
     items, token = await service.list_for_cluster(session, cluster_id, page_size, page_token)
     return Page[EventOut](items=items, next_page_token=token)
+
+
+@router.get(
+    "/v1/events",
+    response_model=Page[EventOut],
+    summary="Every event in commit order; next_page_token is always a cursor to poll with",
+    responses=problems(400, 422),
+)
+async def list_events(
+    session: SessionDep,
+    principal: Viewer,
+    cluster_id: ClusterFilter = None,
+    page_size: PageSize = 50,
+    page_token: PageToken = None,
+) -> Page[EventOut]:
+    rows, token = await service.list_global(
+        session, principal.org_id, cluster_id, page_size, page_token
+    )
+    return Page[EventOut](items=[event for _, event in rows], next_page_token=token)
+
+
+def _resume_after(last_event_id: str | None, after: int | None) -> int | None:
+    """The cursor the client asks to resume after; None: from now on."""
+    if last_event_id:
+        try:
+            return max(int(last_event_id), 0)
+        except ValueError:
+            raise BadRequest("Last-Event-ID must be an id this stream sent") from None
+    return after
+
+
+@router.get(
+    "/v1/events/stream",
+    summary="Live events (text/event-stream); resumes after Last-Event-ID",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "An endless stream: `id:` (the resume cursor), `event:` (the type), "
+            "`data:` (the event, in the shape of the event list)",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **problems(400, 422),
+    },
+)
+async def stream_events(
+    context: ContextDep,
+    principal: Viewer,
+    cluster_id: ClusterFilter = None,
+    after: Annotated[
+        int | None, Query(ge=0, description="Start after this cursor (default: from now on)")
+    ] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=40)] = None,
+) -> StreamingResponse:
+    # Read before the response starts: "from now on" is from this request, not from later.
+    position = await stream.start_position(context.sessions, _resume_after(last_event_id, after))
+    return StreamingResponse(
+        stream.frames(context.sessions, context.notifier, principal.org_id, position, cluster_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -3,11 +3,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import text
 
 from app.deps import ContextDep
 from app.errors import PROBLEM_JSON, TYPE_BASE
-from app.migrations import current_revision, head_revision
+from app.health import service
+from app.health.service import Readiness
 from app.problems import problems
 
 router = APIRouter(tags=["health"])
@@ -15,14 +15,6 @@ router = APIRouter(tags=["health"])
 
 class Health(BaseModel):
     status: str
-
-
-class Readiness(BaseModel):
-    status: str
-    database: str
-    redis: str
-    schema_revision: str | None
-    expected_revision: str
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness (touches nothing)")
@@ -37,27 +29,8 @@ async def healthz() -> Health:
     responses=problems(503),
 )
 async def readyz(context: ContextDep) -> Readiness | JSONResponse:
-    database = redis = "ok"
-    revision = None
-    try:
-        async with context.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        revision = await current_revision(context.engine)
-    except Exception as exc:
-        database = f"unreachable: {type(exc).__name__}"
-    try:
-        await context.redis.ping()
-    except Exception as exc:
-        redis = f"unreachable: {type(exc).__name__}"
-    expected = head_revision()
-    body = Readiness(
-        status="ok",
-        database=database,
-        redis=redis,
-        schema_revision=revision,
-        expected_revision=expected,
-    )
-    if database != "ok" or redis != "ok" or revision != expected:
+    body = await service.readiness(context.engine, context.redis)
+    if not body.ready:
         problem = {
             "type": TYPE_BASE + "not-ready",
             "title": "Not ready",

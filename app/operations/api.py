@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -11,10 +8,10 @@ from fastapi.responses import JSONResponse
 from app.access import audit
 from app.access.auth import Operator, Principal, Viewer
 from app.common import NO_NUL, Page
-from app.db import finish_even_if_cancelled, unit_of_work
+from app.db import unit_of_work
 from app.deps import ClusterId, ContextDep, OperationId, PageSize, PageToken, SessionDep
 from app.domain.plans import OperationKind
-from app.operations import idempotency
+from app.operations import idempotency, waiting
 from app.operations import service as service
 from app.operations.schemas import KindName, OperationOut, OperationRequest, OperationStatusName
 from app.problems import problems
@@ -123,21 +120,11 @@ async def get_operation(
     principal: Viewer,
     wait: Annotated[int, Query(ge=0, le=60, description="Seconds to wait for done")] = 0,
 ) -> OperationOut:
-    async def load() -> OperationOut:
-        async with unit_of_work(context.sessions) as session:
-            return await service.load(session, principal.org_id, operation_id)
-
-    deadline = time.monotonic() + wait
-    with context.notifier.watch(operation_id) as changed:
-        while True:
-            changed.clear()
-            out = await finish_even_if_cancelled(load())
-            remaining = deadline - time.monotonic()
-            if out.done or remaining <= 0:
-                # Already validated: skip FastAPI's second pass through response_model.
-                return Response(out.model_dump_json(), media_type="application/json")  # type: ignore[return-value]
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=min(remaining, 1.0))
+    out = await waiting.wait_until_done(
+        context.sessions, context.notifier, principal.org_id, operation_id, wait
+    )
+    # Already validated: skip FastAPI's second pass through response_model.
+    return Response(out.model_dump_json(), media_type="application/json")  # type: ignore[return-value]
 
 
 @router.get(

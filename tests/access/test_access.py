@@ -431,6 +431,50 @@ async def test_audit_records_who_did_what(client: httpx.AsyncClient, live_stack:
     await wait_done(client, operation["id"])
 
 
+async def test_each_refusal_is_audited_with_its_code_before_it_is_sent(
+    client: httpx.AsyncClient, live_stack: Stack
+) -> None:
+    """Read right after each refusal: its row committed before the response left."""
+    viewer = await create_token(client, "viewer")
+    rid = {name: unique(name) for name in ("forbidden", "invalid", "anonymous")}
+    async with as_token(live_stack, viewer["token"]) as caller:
+        response = await caller.post(
+            "/v1/clusters", json=pair_body(), headers={"X-Request-ID": rid["forbidden"]}
+        )
+        assert_problem(response, 403, "forbidden")
+    row = await audit_row(client, rid["forbidden"])
+    assert (row["token_id"], row["action"], row["method"]) == (
+        viewer["id"],
+        "create_cluster",
+        "POST",
+    )
+    assert (row["outcome"], row["status_code"], row["detail"]) == (
+        "refused",
+        403,
+        {"code": "forbidden"},
+    )
+
+    response = await client.post(
+        "/v1/clusters", json={"name": ""}, headers={"X-Request-ID": rid["invalid"]}
+    )
+    assert_problem(response, 422, "validation_failed")
+    row = await audit_row(client, rid["invalid"])
+    assert (row["outcome"], row["status_code"], row["detail"]) == (
+        "refused",
+        422,
+        {"code": "validation_failed"},
+    )
+
+    # No known caller, nobody to name: a 401 is not audited.
+    async with as_token(live_stack, "tdm_not-a-token") as stranger:
+        response = await stranger.post(
+            "/v1/clusters", json=pair_body(), headers={"X-Request-ID": rid["anonymous"]}
+        )
+        assert_unauthorized(response)
+    rows = await all_items(client, "/v1/audit")
+    assert not [r for r in rows if r["request_id"] == rid["anonymous"]]
+
+
 async def test_audit_is_admin_only(client: httpx.AsyncClient, live_stack: Stack) -> None:
     for role in ("viewer", "operator"):
         created = await create_token(client, role)
