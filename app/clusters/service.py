@@ -28,6 +28,20 @@ async def get(session: AsyncSession, org_id: str, cluster_id: str) -> Cluster:
     return cluster
 
 
+async def locked(session: AsyncSession, org_id: str, cluster_id: str) -> Cluster:
+    """The pair with its row locked until the transaction ends (writers queue behind it);
+    a pair deleted meanwhile is not found, never an error."""
+    cluster = await session.scalar(
+        select(Cluster)
+        .where(col(Cluster.id) == cluster_id, col(Cluster.org_id) == org_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if cluster is None:
+        raise NotFound(f"cluster {cluster_id} does not exist")
+    return cluster
+
+
 async def create(session: AsyncSession, org_id: str, body: ClusterCreate) -> Cluster:
     cluster = Cluster(
         id=new_id("cl"),
@@ -109,9 +123,8 @@ def check_version(cluster: Cluster, if_match: str | None) -> None:
 async def update(
     session: AsyncSession, org_id: str, cluster_id: str, body: ClusterPatch, if_match: str | None
 ) -> Cluster:
-    cluster = await get(session, org_id, cluster_id)
-    # Lock the row so a failover cannot start between this check and the write.
-    await session.refresh(cluster, with_for_update=True)
+    # Locked, so that a failover cannot start between this check and the write.
+    cluster = await locked(session, org_id, cluster_id)
     check_version(cluster, if_match)
     running = await _unfinished_operation(session, cluster.id)
     if running is not None:
@@ -139,8 +152,7 @@ async def update(
 
 
 async def remove(session: AsyncSession, org_id: str, cluster_id: str, if_match: str | None) -> None:
-    cluster = await get(session, org_id, cluster_id)
-    await session.refresh(cluster, with_for_update=True)
+    cluster = await locked(session, org_id, cluster_id)
     check_version(cluster, if_match)
     if cluster.state not in (
         ClusterState.PRIMARY_ACTIVE.value,

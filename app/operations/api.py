@@ -10,10 +10,10 @@ from app.access.auth import Operator, Principal, Viewer
 from app.common import NO_NUL, Page
 from app.db import unit_of_work
 from app.deps import ClusterId, ContextDep, OperationId, PageSize, PageToken, SessionDep
-from app.domain.plans import OperationKind
+from app.domain.plans import OperationKind, OperationStatus
 from app.operations import idempotency, waiting
 from app.operations import service as service
-from app.operations.schemas import KindName, OperationOut, OperationRequest, OperationStatusName
+from app.operations.schemas import OperationOut, OperationRequest
 from app.problems import problems
 
 router = APIRouter(tags=["operations"])
@@ -137,8 +137,8 @@ async def list_operations(
     session: SessionDep,
     principal: Viewer,
     cluster_id: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
-    status: OperationStatusName | None = None,
-    kind: KindName | None = None,
+    status: OperationStatus | None = None,
+    kind: OperationKind | None = None,
     page_size: PageSize = 50,
     page_token: PageToken = None,
 ) -> Page[OperationOut]:

@@ -12,7 +12,7 @@ from sqlmodel import col
 
 from app.clusters import service as cluster_service
 from app.clusters.models import Cluster
-from app.clusters.transitions import apply_transition, current_state, emit_event
+from app.clusters.transitions import apply_transition, emit_event
 from app.columns import new_id, utcnow
 from app.db import after_commit
 from app.domain.plans import (
@@ -26,7 +26,7 @@ from app.domain.plans import (
     initial_status,
     reversible,
 )
-from app.domain.states import TransitionRefused, allowed_actions, next_state
+from app.domain.states import ClusterState, TransitionRefused, allowed_actions, next_state
 from app.errors import InvalidTransition, NotFound, OperationInProgress, PointOfNoReturn
 from app.operations.models import Operation, OperationStep
 from app.operations.schemas import OperationOut, OperationRequest, Progress, StepOut
@@ -53,8 +53,9 @@ async def start(
     requested_by: str | None,
 ) -> Operation:
     rules = RULES[kind]
-    cluster = await cluster_service.get(session, org_id, cluster_id)
-    state = await current_state(session, cluster.id)
+    # The pair's row stays locked until commit: a DELETE or PATCH racing this waits.
+    cluster = await cluster_service.locked(session, org_id, cluster_id)
+    state = ClusterState(cluster.state)
     try:
         next_state(state, rules.accepted)
     except TransitionRefused:
