@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 
+import httpx
 import pytest
 import redis
 from redis.asyncio import Redis
@@ -18,7 +19,7 @@ from tests.conftest import (
     claim_redis_database,
     release_redis_database,
 )
-from tests.helpers import wait_for
+from tests.helpers import create_cluster, start_ok, wait_done, wait_for
 
 
 def test_the_queue_is_named_after_the_prefix() -> None:
@@ -69,3 +70,21 @@ async def test_pubsub_channels_carry_the_prefix(redis_url: str) -> None:
     finally:
         await notifier.stop()
         await client.aclose()
+
+
+async def test_every_key_tandem_makes_carries_the_prefix(
+    client: httpx.AsyncClient, stack_env: dict[str, str], redis_url: str
+) -> None:
+    prefix = stack_env["TANDEM_REDIS_PREFIX"]
+    cluster = await create_cluster(client)
+    op = await start_ok(client, cluster["id"])
+    assert (await wait_done(client, op["id"]))["status"] == "succeeded"
+    raw = Redis.from_url(redis_url)
+    try:
+        keys = [key.decode() async for key in raw.scan_iter(count=1000)]
+    finally:
+        await raw.aclose()
+    assert any(key.startswith(f"{prefix}:rate:") for key in keys), keys
+    # arq names its own job keys (arq:job:..., arq:in-progress:...): no prefix to give them.
+    strays = [key for key in keys if not key.startswith((f"{prefix}:", "arq:"))]
+    assert strays == []
