@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
 
             worker = build_worker(settings, handle_signals=False)
             worker_task = asyncio.create_task(worker.async_run())
+            app.state.worker_state = worker.state
         try:
             yield
         finally:

@@ -12,6 +12,7 @@ import httpx
 import psutil
 import pytest
 
+from app.embedded import redis_server_binary
 from tests.backends import backends
 from tests.conftest import BACKEND
 from tests.stack import TANDEM, Process, free_port
@@ -81,3 +82,42 @@ def test_serve_leaves_no_redis_server_behind(tmp_path: Path, sig: signal.Signals
         serve.kill()
         if redis_server is not None and redis_server.is_running():
             redis_server.kill()
+
+
+def test_serve_readyz_reports_its_in_process_worker(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
+    env["TANDEM_DATA_DIR"] = str(tmp_path / "data")
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    serve = Process("serve", [*TANDEM, "serve", "--port", str(port)], env, tmp_path)
+    replacement: subprocess.Popen[bytes] | None = None
+    try:
+        _wait_ready(serve, base_url)
+        assert httpx.get(base_url + "/readyz", timeout=5).json()["worker"] == "ok"
+        # The embedded Redis dies: the in-process worker cannot poll, and /readyz says so.
+        redis_server = _redis_server(serve)
+        # Its process title is "redis-server 127.0.0.1:<port>".
+        redis_port = " ".join(redis_server.cmdline()).rsplit(":", 1)[1].split()[0]
+        redis_server.kill()
+        deadline = time.monotonic() + 30
+        while True:
+            answer = httpx.get(base_url + "/readyz", timeout=5)
+            worker = answer.json().get("worker") or ""
+            if answer.status_code == 503 and worker.startswith("queue unreachable"):
+                break
+            assert time.monotonic() < deadline, answer.text
+            time.sleep(0.2)
+        assert serve.alive()
+        # A Redis comes back on the same port: the same worker takes work again.
+        replacement = subprocess.Popen(
+            [redis_server_binary(), "--port", redis_port, "--bind", "127.0.0.1", "--save", ""],
+            stdout=subprocess.DEVNULL,
+            cwd=tmp_path,
+        )
+        _wait_ready(serve, base_url)
+        assert httpx.get(base_url + "/readyz", timeout=5).json()["worker"] == "ok"
+    finally:
+        serve.kill()
+        if replacement is not None:
+            replacement.kill()
+            replacement.wait()

@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from app.deps import ContextDep
-from app.errors import PROBLEM_JSON, TYPE_BASE
 from app.health import service
 from app.health.service import Readiness
 from app.problems import problems
@@ -28,16 +27,14 @@ async def healthz() -> Health:
     summary="Database and Redis reachable, schema at the latest migration",
     responses=problems(503),
 )
-async def readyz(context: ContextDep) -> Readiness | JSONResponse:
-    body = await service.readiness(context.engine, context.redis)
+async def readyz(request: Request, context: ContextDep) -> Readiness | JSONResponse:
+    # `tandem serve` on the embedded default runs a worker in this process: it counts too.
+    worker_state = getattr(request.app.state, "worker_state", None)
+    body = await service.readiness(context.engine, context.redis, worker_state)
     if not body.ready:
-        problem = {
-            "type": TYPE_BASE + "not-ready",
-            "title": "Not ready",
-            "status": 503,
-            "detail": "a dependency is unreachable or the schema is not at the latest revision",
-            "code": "not_ready",
-            **body.model_dump(exclude={"status"}),
-        }
-        return JSONResponse(problem, status_code=503, media_type=PROBLEM_JSON)
+        return service.not_ready(
+            body,
+            "a dependency is unreachable, the schema is not at the latest revision, "
+            "or this process's worker is not running",
+        )
     return body

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.errors import PROBLEM_JSON, TYPE_BASE
 from app.migrations import current_revision, head_revision
 
 
@@ -55,3 +57,16 @@ async def readiness(
         expected_revision=head_revision(),
         worker=None if worker is None else worker(),
     )
+
+
+def not_ready(body: Readiness, detail: str) -> JSONResponse:
+    """The 503 problem of a /readyz that is not ready, with every check's state."""
+    problem = {
+        "type": TYPE_BASE + "not-ready",
+        "title": "Not ready",
+        "status": 503,
+        "detail": detail,
+        "code": "not_ready",
+        **body.model_dump(exclude={"status"}),
+    }
+    return JSONResponse(problem, status_code=503, media_type=PROBLEM_JSON)

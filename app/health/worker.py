@@ -13,8 +13,7 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.errors import PROBLEM_JSON, TYPE_BASE
-from app.health.service import Readiness
+from app.health.service import Readiness, not_ready
 
 log = logging.getLogger("tandem.health")
 
@@ -31,15 +30,7 @@ def health_app(probe: Callable[[], Awaitable[Readiness]]) -> FastAPI:
         body = await probe()
         if body.ready:
             return body
-        problem = {
-            "type": TYPE_BASE + "not-ready",
-            "title": "Not ready",
-            "status": 503,
-            "detail": "this worker cannot take work: see the failing checks",
-            "code": "not_ready",
-            **body.model_dump(exclude={"status"}),
-        }
-        return JSONResponse(problem, status_code=503, media_type=PROBLEM_JSON)
+        return not_ready(body, "this worker cannot take work: see the failing checks")
 
     @app.get("/metrics")
     async def metrics() -> Response:
