@@ -475,6 +475,7 @@ class Executor:
                         "operation.step_timed_out",
                         {
                             "operation_id": run.operation.id,
+                            "kind": run.operation.kind,
                             "step": step.name,
                             "deadline_at": failure.details.get("deadline_at"),
                         },

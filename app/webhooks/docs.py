@@ -22,7 +22,10 @@ SIGNED = (
 class PagerDutyPayload(BaseModel):
     summary: str
     source: str
-    severity: str = Field(description="warning when an operation starts, critical when it fails")
+    severity: str = Field(
+        description="warning when an operation starts; critical when it fails or a step "
+        "passes its deadline"
+    )
     component: str
     group: str
     class_: str = Field(alias="class")
@@ -62,6 +65,7 @@ def document(app: FastAPI) -> None:
         "pagerduty",
         summary="PagerDuty endpoints: Events API v2 bodies",
         description="Sent to the endpoint's events URL for operation.created, "
-        "operation.failed, operation.succeeded and operation.cancelled.",
+        "operation.failed, operation.step_timed_out, operation.succeeded and "
+        "operation.cancelled.",
         status_code=202,
     )(pagerduty)

@@ -1,8 +1,8 @@
 """PagerDuty Events API v2 bodies for operation events.
 
-trigger when a failover or failback starts (warning) or fails (critical); resolve when
-it succeeds or is cancelled. dedup_key is the operation id, so one incident follows
-one operation from start to end.
+trigger when a failover or failback starts (warning), fails or has a step pass its
+deadline (critical); resolve when it succeeds or is cancelled. dedup_key is the
+operation id, so one incident follows one operation from start to end.
 """
 
 from __future__ import annotations
@@ -12,8 +12,15 @@ from typing import Any
 from app.events.models import Event
 
 EVENT_TYPES = frozenset(
-    {"operation.created", "operation.failed", "operation.succeeded", "operation.cancelled"}
+    {
+        "operation.created",
+        "operation.failed",
+        "operation.step_timed_out",
+        "operation.succeeded",
+        "operation.cancelled",
+    }
 )
+CRITICAL = frozenset({"operation.failed", "operation.step_timed_out"})
 
 
 def body(event: Event, routing_key: str) -> dict[str, Any] | None:
@@ -24,12 +31,14 @@ def body(event: Event, routing_key: str) -> dict[str, Any] | None:
     kind = data.get("kind", "operation")
     if event.type in ("operation.succeeded", "operation.cancelled"):
         return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": operation_id}
-    failed = event.type == "operation.failed"
-    summary = f"Tandem: {kind} {operation_id} of DR pair {event.cluster_id} " + (
-        "failed" + (" and needs attention" if data.get("needs_attention") else "")
-        if failed
-        else "started"
-    )
+    failed = event.type in CRITICAL
+    if event.type == "operation.step_timed_out":
+        what = f"step {data.get('step')} passed its deadline"
+    elif failed:
+        what = "failed" + (" and needs attention" if data.get("needs_attention") else "")
+    else:
+        what = "started"
+    summary = f"Tandem: {kind} {operation_id} of DR pair {event.cluster_id} {what}"
     return {
         "routing_key": routing_key,
         "event_action": "trigger",

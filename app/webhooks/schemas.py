@@ -12,6 +12,7 @@ EventType = Literal[
     "cluster.state_changed",
     "operation.created",
     "operation.step_changed",
+    "operation.step_timed_out",
     "operation.succeeded",
     "operation.failed",
     "operation.cancelled",

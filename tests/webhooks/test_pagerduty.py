@@ -176,3 +176,26 @@ async def test_failover_failing_past_point_of_no_return_escalates_then_resolves(
         ("trigger", "critical"),
         ("resolve", None),
     ]
+
+
+async def test_a_step_past_its_deadline_pages_critical(
+    client: httpx.AsyncClient, receiver: Receiver, pagerduty: str
+) -> None:
+    # switch_traffic, past the point of no return, waits for ever; it may take 0.5 s.
+    cluster = await create_cluster(
+        client, gate=["switch_traffic"], timeout_s={"switch_traffic": 0.5}
+    )
+    op = await start_ok(client, cluster["id"])
+    failed = await wait_done(client, op["id"])
+    assert failed["error"]["code"] == "step_timed_out" and failed["needs_attention"] is True
+
+    async def both_arrived() -> bool:
+        classes = [b.get("payload", {}).get("class") for b in incident(receiver, op["id"])]
+        return "operation.failed" in classes
+
+    await wait_for(both_arrived, timeout_s=60)
+    bodies = incident(receiver, op["id"])
+    assert steps(bodies) == [("trigger", "warning"), ("trigger", "critical")]
+    timed_out = [b for b in bodies if b["payload"]["class"] == "operation.step_timed_out"]
+    assert len(timed_out) >= 1
+    assert "switch_traffic passed its deadline" in timed_out[0]["payload"]["summary"]
