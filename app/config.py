@@ -38,8 +38,18 @@ class Settings(BaseSettings):
     # A `tandem worker`'s /healthz, /readyz and /metrics (0: any free port, logged).
     worker_health_port: int = Field(default=8001, ge=0, le=65535)
     log_level: str = "info"
+    # Rows older than this many days are removed by the worker (app/retention.py).
+    retain_attempts_days: float = Field(default=30, gt=0)
+    retain_events_days: float = Field(default=400, gt=0)
+    retain_operations_days: float = Field(default=400, gt=0)
+    # Unset: audit records are kept.
+    retain_audit_days: float | None = Field(default=None, gt=0)
     # Mutating requests a minute per API token (app.access.ratelimit.hit), unless the token says.
     rate_limit_per_minute: int = Field(default=600, ge=1)
+    # Open event streams and ?wait long polls, per API token and per API process
+    # (app.events.capacity); past either, 429 with Retry-After.
+    streams_per_token: int = Field(default=100, ge=1)
+    streams_per_process: int = Field(default=5000, ge=1)
 
     # Webhooks. Seconds between attempts, as data: about 5 s, 30 s, 2 min, 10 min,
     # 30 min, 1 h, 3 h, 6 h; each delay is spread by +-jitter.

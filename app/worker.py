@@ -15,6 +15,7 @@ from arq import cron, func
 from arq.worker import Worker
 
 import app.tables  # noqa: F401  (every table on the metadata: foreign keys need them all)
+from app import retention
 from app.actions import registry as actions
 from app.actions.base import ActionDeps
 from app.config import Settings
@@ -110,6 +111,12 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await context.close()
 
 
+async def prune(ctx: dict[str, Any]) -> int:
+    """Retention, a minute at a time: the thin job around app.retention.prune."""
+    context = ctx["context"]
+    return (await retention.prune(context.sessions, context.settings)).total
+
+
 def worker_options(settings: Settings) -> dict[str, Any]:
     return {
         "functions": [
@@ -123,7 +130,8 @@ def worker_options(settings: Settings) -> dict[str, Any]:
                 unique=True,
                 run_at_startup=True,
                 timeout=60,
-            )
+            ),
+            cron(prune, second={30}, unique=True, timeout=600),
         ],
         "on_startup": startup,
         "on_shutdown": shutdown,

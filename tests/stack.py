@@ -106,7 +106,7 @@ class Stack:
         while len(self.live_workers()) < self._worker_count:
             self.start_worker()
 
-    def wait_ready(self, timeout_s: float = 60) -> None:
+    def wait_ready(self, timeout_s: float = 120) -> None:
         deadline = time.monotonic() + timeout_s
         last = ""
         while time.monotonic() < deadline:

@@ -13,11 +13,13 @@ from app.actions import registry as actions
 from app.clusters.models import Cluster
 from app.clusters.schemas import ClusterCreate, ClusterOut, ClusterPatch
 from app.columns import new_id, utcnow
-from app.domain.plans import UNFINISHED
+from app.domain.actions_allowed import OperationView, pair_actions
+from app.domain.plans import UNFINISHED, OperationStatus
 from app.domain.states import ClusterState, allowed_actions
 from app.errors import Conflict, NotFound, OperationInProgress, PreconditionFailed
 from app.operations.models import Operation, OperationStep
 from app.pagination import page_by_creation
+from app.webhooks import fanout as webhook_outbox
 
 
 async def get(session: AsyncSession, org_id: str, cluster_id: str) -> Cluster:
@@ -62,31 +64,40 @@ async def create(session: AsyncSession, org_id: str, body: ClusterCreate) -> Clu
     return cluster
 
 
-async def _needs_attention(session: AsyncSession, operation_ids: list[str]) -> set[str]:
+async def _last_operations(
+    session: AsyncSession, operation_ids: list[str]
+) -> dict[str, OperationView]:
+    """What the pairs' last operations allow, by operation id."""
     if not operation_ids:
-        return set()
-    rows = await session.scalars(
-        select(col(Operation.id)).where(
-            Operation.id.in_(operation_ids),  # type: ignore[attr-defined]
-            Operation.needs_attention == True,  # type: ignore[arg-type]  # noqa: E712
-        )
+        return {}
+    rows = await session.execute(
+        select(
+            col(Operation.id),
+            col(Operation.status),
+            col(Operation.past_point_of_no_return),
+            col(Operation.needs_attention),
+        ).where(col(Operation.id).in_(operation_ids))
     )
-    return set(rows)
+    return {
+        op_id: OperationView(OperationStatus(status), bool(past), bool(attention))
+        for op_id, status, past, attention in rows
+    }
 
 
-def _render(cluster: Cluster, needs_attention: bool) -> ClusterOut:
+def _render(cluster: Cluster, operation: OperationView | None) -> ClusterOut:
     return ClusterOut.model_validate(
         {
             **cluster.model_dump(exclude={"event_seq", "org_id"}),
-            "needs_attention": needs_attention,
-            "allowed_actions": allowed_actions(cluster.state),
+            "needs_attention": operation is not None and operation.needs_attention,
+            "allowed_actions": pair_actions(cluster.state, operation),
         }
     )
 
 
 async def render(session: AsyncSession, cluster: Cluster) -> ClusterOut:
-    flagged = await _needs_attention(session, [cluster.last_operation_id or ""])
-    return _render(cluster, cluster.last_operation_id in flagged)
+    last = cluster.last_operation_id
+    operations = await _last_operations(session, [last] if last else [])
+    return _render(cluster, operations.get(last or ""))
 
 
 async def list_clusters(
@@ -94,10 +105,10 @@ async def list_clusters(
 ) -> tuple[list[ClusterOut], str | None]:
     query = select(Cluster).where(col(Cluster.org_id) == org_id)
     rows, token = await page_by_creation(session, query, Cluster, page_size, page_token)
-    flagged = await _needs_attention(
+    operations = await _last_operations(
         session, [c.last_operation_id for c in rows if c.last_operation_id]
     )
-    return [_render(c, c.last_operation_id in flagged) for c in rows], token
+    return [_render(c, operations.get(c.last_operation_id or "")) for c in rows], token
 
 
 async def _unfinished_operation(session: AsyncSession, cluster_id: str) -> str | None:
@@ -166,6 +177,7 @@ async def remove(session: AsyncSession, org_id: str, cluster_id: str, if_match: 
     op_ids = select(col(Operation.id)).where(Operation.cluster_id == cluster_id)  # type: ignore[arg-type]
     await session.execute(delete(OperationStep).where(OperationStep.operation_id.in_(op_ids)))  # type: ignore[attr-defined]
     await actions.forget_pair(session, cluster_id)
+    await webhook_outbox.stop_pending(session, cluster_id)
     await session.execute(delete(Operation).where(Operation.cluster_id == cluster_id))  # type: ignore[arg-type]
     await session.delete(cluster)
     await session.flush()

@@ -3,7 +3,7 @@ transaction as the event (the outbox): a committed event never misses its delive
 
 from __future__ import annotations
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -57,3 +57,21 @@ async def create_deliveries(session: AsyncSession, events: list[Event]) -> int:
     if rows:
         await session.execute(insert(WebhookDelivery), rows)
     return len(rows)
+
+
+async def stop_pending(session: AsyncSession, cluster_id: str) -> None:
+    """A deleted pair's deliveries still waiting are not sent."""
+    await session.execute(
+        update(WebhookDelivery)
+        .where(
+            col(WebhookDelivery.cluster_id) == cluster_id,
+            col(WebhookDelivery.status) == DeliveryStatus.PENDING.value,
+        )
+        .values(
+            status=DeliveryStatus.FAILED.value,
+            next_attempt_at=None,
+            last_error="the pair was deleted",
+            updated_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
