@@ -10,6 +10,7 @@ from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app import outbound
 from app.config import Settings
 from app.db import create_engine, session_factory
 from app.events.notify import Notifier, events_channel
@@ -55,5 +56,7 @@ async def build_context(settings: Settings) -> Context:
         ),
         redis=redis,
         notifier=Notifier(redis, settings.redis_prefix),
-        http=httpx.AsyncClient(follow_redirects=False, limits=httpx.Limits(max_connections=200)),
+        # Every outbound call goes to an address it checked (public ones unless a call
+        # says otherwise: see app/outbound.py).
+        http=outbound.client(limits=httpx.Limits(max_connections=200)),
     )

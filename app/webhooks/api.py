@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from app.access import audit
-from app.access.auth import Admin, Viewer
+from app.access.auth import Admin, Principal, Role, Viewer
 from app.common import Page
 from app.db import unit_of_work
 from app.deps import ContextDep, DeliveryId, PageSize, PageToken, SessionDep, WebhookId
@@ -15,6 +15,11 @@ from app.webhooks.models import DeliveryStatus
 from app.webhooks.schemas import DeliveryOut, PingResult, WebhookCreate, WebhookOut, WebhookPatch
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+
+
+def _sees_urls(principal: Principal) -> bool:
+    """A webhook URL often carries a token: below admin, its query and user info are masked."""
+    return principal.role == Role.ADMIN
 
 
 @router.post(
@@ -45,7 +50,9 @@ async def create_webhook(
 async def list_webhooks(
     session: SessionDep, principal: Viewer, page_size: PageSize = 50, page_token: PageToken = None
 ) -> Page[WebhookOut]:
-    items, token = await service.list_endpoints(session, principal.org_id, page_size, page_token)
+    items, token = await service.list_endpoints(
+        session, principal.org_id, page_size, page_token, full_url=_sees_urls(principal)
+    )
     return Page[WebhookOut](items=items, next_page_token=token)
 
 
@@ -56,7 +63,8 @@ async def list_webhooks(
     responses=problems(404, 422),
 )
 async def get_webhook(webhook_id: WebhookId, session: SessionDep, principal: Viewer) -> WebhookOut:
-    return service.render(await service.get(session, principal.org_id, webhook_id))
+    endpoint = await service.get(session, principal.org_id, webhook_id)
+    return service.render(endpoint, full_url=_sees_urls(principal))
 
 
 @router.patch(

@@ -14,11 +14,12 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
+from app import outbound
 from app.columns import utcnow
 from app.config import Settings
 from app.events.models import Event
 from app.events.service import render
-from app.webhooks import pagerduty, signing, urlguard
+from app.webhooks import pagerduty, signing
 from app.webhooks.models import ERROR_MAX, EXCERPT_MAX, EndpointKind, WebhookEndpoint
 
 log = logging.getLogger("tandem.webhooks")
@@ -43,6 +44,12 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def networks(settings: Settings) -> outbound.Networks:
+    """What a webhook may reach: public addresses, or with TANDEM_WEBHOOK_ALLOW_PRIVATE
+    private and loopback ones too (never link-local)."""
+    return outbound.Networks.ALL if settings.webhook_allow_private else outbound.Networks.PUBLIC
 
 
 def standard_body(event: Event) -> str:
@@ -128,11 +135,6 @@ async def send(http: httpx.AsyncClient, request: Request, settings: Settings) ->
         return int((time.perf_counter() - started) * 1000)
 
     try:
-        await urlguard.check(request.url, settings.webhook_allow_private)
-    except urlguard.UnsafeURL as exc:
-        error = clean(f"refused: {exc}", ERROR_MAX)
-        return Outcome(None, error, elapsed(), None, None, permanent=True)
-    try:
         # One deadline for the whole attempt, not only for each read: a receiver
         # answering a byte at a time would otherwise hold its lane as long as it likes.
         async with (
@@ -143,10 +145,15 @@ async def send(http: httpx.AsyncClient, request: Request, settings: Settings) ->
                 content=request.body.encode(),
                 headers=request.headers,
                 timeout=settings.webhook_timeout_s,
+                # The client's guarded transport checks the address it connects to.
+                extensions=outbound.reach(networks(settings)),
             ) as response,
         ):
             # UTF-8 takes at most 4 bytes a character.
             head = await _head(response, EXCERPT_MAX * 4)
+    except outbound.Refused as exc:
+        error = clean(f"refused: {exc}", ERROR_MAX)
+        return Outcome(None, error, elapsed(), None, None, permanent=True)
     except TimeoutError:
         error = f"no answer within {settings.webhook_timeout_s:g} s"
         return Outcome(None, error, elapsed(), None, None)

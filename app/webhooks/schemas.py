@@ -56,10 +56,10 @@ class WebhookPatch(Strict):
 
 class WebhookOut(Strict):
     id: str
-    url: str
+    url: str = Field(description="Whole for admins; others see user info and query masked")
     kind: EndpointKind
     event_types: list[str]
-    routing_key: str | None
+    routing_key: str | None = Field(description="Masked: its last 4 characters at most")
     description: str | None
     secret: str = Field(description="Shown whole once, at creation or rotation; masked after")
     previous_secret_expires_at: datetime | None

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
+from app import outbound
 from app.columns import new_id, utcnow
 from app.config import Settings
 from app.db import unit_of_work
 from app.errors import Conflict, NotFound, Unprocessable
 from app.pagination import page_by_creation
-from app.webhooks import signing, urlguard
-from app.webhooks.delivery import Request, send
+from app.webhooks import signing
+from app.webhooks.delivery import Request, networks, send
 from app.webhooks.models import (
     DeliveryStatus,
     EndpointKind,
@@ -35,21 +38,57 @@ from app.webhooks.schemas import (
 
 
 async def _guard(url: str, settings: Settings) -> None:
-    """Call it before the request's first statement: a DNS lookup is an outbound wait, and
-    the request's transaction starts with that statement."""
+    """Refuse a URL that could never be called, early; each call is checked again.
+
+    Call it before the request's first statement: a DNS lookup is an outbound wait, and
+    the request's transaction starts with that statement. With every network allowed,
+    names are not looked up here (only addresses written in the URL are checked)."""
+    reach = networks(settings)
     try:
-        await urlguard.check(url, settings.webhook_allow_private)
-    except urlguard.UnsafeURL as exc:
+        if reach == outbound.Networks.ALL:
+            host, _ = outbound.check_url(url)
+            if _is_address(host):
+                outbound.check_address(host, host, reach)
+        else:
+            await outbound.check(url, reach)
+    except outbound.Refused as exc:
         raise Unprocessable(f"url refused: {exc}", field="url") from None
 
 
-def render(endpoint: WebhookEndpoint, *, reveal: bool = False) -> WebhookOut:
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+def mask_routing_key(key: str) -> str:
+    """Its last 4 characters at most: enough to tell keys apart, too few to use one."""
+    return "…" + key[-4:] if len(key) > 8 else "…"
+
+
+def mask_url(url: str) -> str:
+    """The URL without what often carries a token: user info, query and fragment."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "…@" + netloc.rsplit("@", 1)[1]
+    query = "…" if parts.query else ""
+    fragment = "…" if parts.fragment else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+
+def render(
+    endpoint: WebhookEndpoint, *, reveal: bool = False, full_url: bool = True
+) -> WebhookOut:
+    """`full_url`: whoever may change the endpoint (an admin) sees its URL whole."""
     return WebhookOut(
         id=endpoint.id,
-        url=endpoint.url,
+        url=endpoint.url if full_url else mask_url(endpoint.url),
         kind=EndpointKind(endpoint.kind),
         event_types=list(endpoint.event_types),
-        routing_key=signing.mask(endpoint.routing_key) if endpoint.routing_key else None,
+        routing_key=mask_routing_key(endpoint.routing_key) if endpoint.routing_key else None,
         description=endpoint.description,
         secret=endpoint.secret if reveal else signing.mask(endpoint.secret),
         previous_secret_expires_at=endpoint.previous_secret_expires_at,
@@ -89,11 +128,16 @@ async def get(session: AsyncSession, org_id: str, endpoint_id: str) -> WebhookEn
 
 
 async def list_endpoints(
-    session: AsyncSession, org_id: str, page_size: int, page_token: str | None
+    session: AsyncSession,
+    org_id: str,
+    page_size: int,
+    page_token: str | None,
+    *,
+    full_url: bool = True,
 ) -> tuple[list[WebhookOut], str | None]:
     query = select(WebhookEndpoint).where(col(WebhookEndpoint.org_id) == org_id)
     rows, token = await page_by_creation(session, query, WebhookEndpoint, page_size, page_token)
-    return [render(e) for e in rows], token
+    return [render(e, full_url=full_url) for e in rows], token
 
 
 async def update(

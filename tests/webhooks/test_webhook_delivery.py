@@ -17,12 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 from standardwebhooks import Webhook
 
+from app import outbound
+from app.config import Settings
 from app.coordination import Lease
-from app.webhooks.delivery import clean, excerpt, retry_after_seconds
+from app.webhooks.delivery import Request, clean, excerpt, retry_after_seconds, send
 from tests.conftest import BACKEND
 from tests.helpers import create_cluster, events, start_ok, wait_done, wait_for
 from tests.receiver import Answer, Receiver
 from tests.stack import Stack
+from tests.test_outbound import PUBLIC, Rebinding, RecordingBackend
 
 
 @pytest.fixture
@@ -418,3 +421,40 @@ async def test_an_attempt_that_cannot_be_recorded_is_put_off_not_resent_at_once(
     [recorded] = delivery["attempt_log"]
     assert recorded["attempt"] == delivery["attempts"] and recorded["status_code"] == 200
     await wait_done(client, op["id"])
+
+
+# -- the guarded transport -----------------------------------------------------------
+# No packet leaves loopback: the resolver and network backend of tests/test_outbound.py
+# stand in for DNS and sockets.
+
+
+def strict_settings() -> Settings:
+    return Settings(redis_url="redis://unused", webhook_allow_private=False)
+
+
+async def test_an_attempt_connects_to_the_address_that_was_checked() -> None:
+    backend, resolver = RecordingBackend(), Rebinding()
+    async with outbound.client(resolver=resolver, backend=backend) as http:
+        outcome = await send(http, Request("http://hooks.example/x", "{}", {}), strict_settings())
+    assert outcome.ok, outcome
+    assert resolver.calls == 1
+    assert backend.connected == [(PUBLIC, 80)]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[64:ff9b::7f00:1]/x",
+        "http://[2002:7f00:1::]/x",
+        "http://[::7f00:1]/x",
+        "http://[64:ff9b::a9fe:a9fe]/x",
+        "http://rebound.example/x",
+    ],
+)
+async def test_an_attempt_to_an_internal_address_is_refused_for_good(url: str) -> None:
+    backend = RecordingBackend()
+    async with outbound.client(resolver=Rebinding(["127.0.0.1"]), backend=backend) as http:
+        outcome = await send(http, Request(url, "{}", {}), strict_settings())
+    assert outcome.permanent and outcome.status_code is None, outcome
+    assert outcome.error is not None and outcome.error.startswith("refused"), outcome
+    assert backend.connected == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from app.webhooks import signing, urlguard
+from app import outbound
+from app.webhooks import service, signing
 from tests.conftest import BACKEND
 from tests.helpers import create_cluster, start_ok, wait_done, wait_for
 from tests.receiver import Answer, Received, Receiver
@@ -135,6 +137,8 @@ async def test_pagerduty_routing_key_is_masked(
         assert endpoint["kind"] == "pagerduty"
         assert endpoint["secret"].startswith("whsec_")
         assert_masked(endpoint["routing_key"], routing_key)
+        # At most its last 4 characters show.
+        assert endpoint["routing_key"].replace("…", "") == routing_key[-4:]
         fetched = (await client.get(f"/v1/webhooks/{endpoint['id']}")).json()
         assert_masked(fetched["routing_key"], routing_key)
         assert_masked(fetched["secret"], endpoint["secret"])
@@ -143,6 +147,39 @@ async def test_pagerduty_routing_key_is_masked(
         assert_masked(listed["secret"], endpoint["secret"])
     finally:
         await unregister(client, endpoint["id"])
+
+
+async def test_viewers_see_webhook_urls_without_their_query(
+    client: httpx.AsyncClient, receiver: Receiver, live_stack: Stack
+) -> None:
+    url = f"{receiver.url}?token=s3cr3t-in-the-query"
+    endpoint = await register(client, url=url, event_types=["operation.cancelled"])
+    created = await client.post(
+        "/v1/tokens", json={"name": f"viewer-{uuid.uuid4().hex[:8]}", "role": "viewer"}
+    )
+    assert created.status_code == 201, created.text
+    headers = {"Authorization": f"Bearer {created.json()['token']}"}
+    try:
+        assert endpoint["url"] == url
+        assert (await client.get(f"/v1/webhooks/{endpoint['id']}")).json()["url"] == url
+        async with httpx.AsyncClient(
+            base_url=live_stack.base_url, timeout=30, headers=headers
+        ) as viewer:
+            shown = (await viewer.get(f"/v1/webhooks/{endpoint['id']}")).json()["url"]
+            assert shown == f"{receiver.url}?…"
+            listed = await list_all(viewer)
+            assert next(e for e in listed if e["id"] == endpoint["id"])["url"] == shown
+            assert "s3cr3t" not in (await viewer.get("/v1/webhooks")).text
+    finally:
+        await client.delete(f"/v1/tokens/{created.json()['id']}")
+        await unregister(client, endpoint["id"])
+
+
+def test_url_mask_hides_user_info_query_and_fragment() -> None:
+    masked = service.mask_url("https://bot:pw@hooks.example:8443/in/abc?key=k1#frag")
+    assert masked == "https://…@hooks.example:8443/in/abc?…#…"
+    assert service.mask_url("https://hooks.example/in") == "https://hooks.example/in"
+    assert service.mask_routing_key("R0UT1NGKEY0123456789012345678901") == "…8901"
 
 
 # -- change and delete -------------------------------------------------------
@@ -450,6 +487,10 @@ async def test_deliveries_show_attempts_and_redeliver_sends_same_webhook_id(
         "http://169.254.169.254/latest/meta-data/",
         "http://[::1]/hook",
         "http://[::ffff:127.0.0.1]/",
+        "http://[64:ff9b::7f00:1]/",
+        "http://[2002:7f00:1::]/",
+        "http://[::7f00:1]/",
+        "http://[64:ff9b::a9fe:a9fe]/",
         "http://0.0.0.0/hook",
         "ftp://93.184.216.34/hook",
         "http://user:pass@93.184.216.34/hook",
@@ -457,17 +498,27 @@ async def test_deliveries_show_attempts_and_redeliver_sends_same_webhook_id(
     ],
 )
 def test_urlguard_refuses_internal_and_odd_urls(url: str) -> None:
-    with pytest.raises(urlguard.UnsafeURL):
-        asyncio.run(urlguard.check(url, allow_private=False))
+    with pytest.raises(outbound.Refused):
+        asyncio.run(outbound.check(url, outbound.Networks.PUBLIC))
 
 
 def test_urlguard_passes_a_public_address() -> None:
-    asyncio.run(urlguard.check("http://93.184.216.34/", allow_private=False))
-    asyncio.run(urlguard.check("https://93.184.216.34:8443/hook?x=1", allow_private=False))
+    asyncio.run(outbound.check("http://93.184.216.34/", outbound.Networks.PUBLIC))
+    asyncio.run(outbound.check("https://93.184.216.34:8443/hook?x=1", outbound.Networks.PUBLIC))
     # Allowing private addresses still checks the scheme and credentials.
-    asyncio.run(urlguard.check("http://127.0.0.1:9/x", allow_private=True))
-    with pytest.raises(urlguard.UnsafeURL):
-        asyncio.run(urlguard.check("ftp://127.0.0.1/x", allow_private=True))
+    asyncio.run(outbound.check("http://127.0.0.1:9/x", outbound.Networks.ALL))
+    with pytest.raises(outbound.Refused):
+        asyncio.run(outbound.check("ftp://127.0.0.1/x", outbound.Networks.ALL))
+
+
+async def test_the_metadata_service_is_refused_even_with_private_allowed(
+    client: httpx.AsyncClient,
+) -> None:
+    # The test stack sets TANDEM_WEBHOOK_ALLOW_PRIVATE: loopback is fine, link-local never.
+    for url in ("http://169.254.169.254/latest/", "http://[64:ff9b::a9fe:a9fe]/latest/"):
+        problem = assert_problem(await client.post("/v1/webhooks", json={"url": url}), 422)
+        assert problem.get("field") == "url", problem
+        assert "link-local" in problem["detail"], problem
 
 
 async def test_api_refuses_private_url_when_not_allowed(
@@ -497,3 +548,62 @@ async def test_api_refuses_private_url_when_not_allowed(
     finally:
         await asyncio.to_thread(strict.stop)
         await unregister(client, endpoint["id"])
+
+
+# -- secrets stay out of the logs --------------------------------------------------------
+
+
+async def test_a_failed_insert_does_not_log_the_endpoint_secret(
+    client: httpx.AsyncClient,
+    live_stack: Stack,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """The insert of an endpoint fails (a trigger refuses it, as a constraint would): the
+    error is logged, and its statement's parameters, the new whsec_ secret among them,
+    are not."""
+    marker = f"refuse-{uuid.uuid4().hex[:10]}"
+    if BACKEND == "postgresql":
+        install = [
+            "CREATE FUNCTION tandem_test_refuse() RETURNS trigger AS $$ BEGIN "
+            f"IF NEW.description = '{marker}' THEN RAISE EXCEPTION 'refused by test'; "
+            "END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER tandem_test_refuse BEFORE INSERT ON webhook_endpoints "
+            "FOR EACH ROW EXECUTE FUNCTION tandem_test_refuse()",
+        ]
+        remove = [
+            "DROP TRIGGER tandem_test_refuse ON webhook_endpoints",
+            "DROP FUNCTION tandem_test_refuse()",
+        ]
+    else:
+        install = [
+            "CREATE TRIGGER tandem_test_refuse BEFORE INSERT ON webhook_endpoints "
+            f"WHEN NEW.description = '{marker}' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by test'); END"
+        ]
+        remove = ["DROP TRIGGER tandem_test_refuse"]
+    log_path = live_stack.api.log_path
+    start = log_path.stat().st_size
+    async with sessions() as session:
+        for statement in install:
+            await session.execute(text(statement))
+        await session.commit()
+    try:
+        response = await client.post(
+            "/v1/webhooks", json={"url": "http://127.0.0.1:9/hook", "description": marker}
+        )
+        assert response.status_code == 500, response.text
+    finally:
+        async with sessions() as session:
+            for statement in remove:
+                await session.execute(text(statement))
+            await session.commit()
+
+    async def logged() -> str | None:
+        with log_path.open("rb") as log:
+            log.seek(start)
+            new = log.read().decode(errors="replace")
+        return new if "refused by test" in new else None
+
+    new = await wait_for(logged, timeout_s=10)
+    assert "whsec_" not in new, new
+    assert marker not in new, new
