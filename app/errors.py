@@ -17,6 +17,7 @@ Problem                         500 internal
 │   └── IdempotencyKeyReused    422 idempotency_key_reused
 ├── TooManyRequests             429 rate_limited  (sends Retry-After)
 └── ServiceUnavailable          503 unavailable
+    └── DatabaseUnavailable     503 database_unavailable  (the database cannot be reached)
 
 The handlers leave the problem's status and code in the request's state (`problem_of`),
 where app.access audits refusals; this module imports nothing of the app.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import socket
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -34,6 +36,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
@@ -151,6 +154,71 @@ class ServiceUnavailable(Problem):
     status, code, title = 503, "unavailable", "Service unavailable"
 
 
+class DatabaseUnavailable(ServiceUnavailable):
+    code, title = "database_unavailable", "The database cannot be reached"
+
+    def response_headers(self) -> dict[str, str] | None:
+        return {"Retry-After": str(OUTAGE_RETRY_AFTER_S)}
+
+
+# Seconds a client is asked to wait when the database cannot be reached.
+OUTAGE_RETRY_AFTER_S = 5
+
+# asyncpg's own names for "no connection" (the driver is optional: matched by name).
+_ASYNCPG_CONNECTION_ERRORS = frozenset(
+    {
+        "PostgresConnectionError",
+        "ConnectionDoesNotExistError",
+        "ConnectionFailureError",
+        "CannotConnectNowError",
+        "TooManyConnectionsError",
+        "AdminShutdownError",
+        "CrashShutdownError",
+        "InterfaceError",
+    }
+)
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """The exception, or one it was raised from, says the database could not be reached or
+    went away (refused, reset, shut down, locked), not that a query was wrong."""
+    pending: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while pending:
+        err = pending.pop()
+        if id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, DBAPIError) and err.connection_invalidated:
+            return True
+        if isinstance(err, OperationalError | InterfaceError):
+            return True
+        # A refused or reset socket; a plain OSError is asyncio's "Multiple exceptions".
+        if isinstance(err, ConnectionError | socket.gaierror) or type(err) is OSError:
+            return True
+        kind = type(err)
+        if kind.__module__.startswith("asyncpg") and any(
+            c.__name__ in _ASYNCPG_CONNECTION_ERRORS for c in kind.__mro__
+        ):
+            return True
+        # Only what it was raised from: not whatever happened to be handled at the time.
+        for cause in (err.__cause__, getattr(err, "orig", None)):
+            if isinstance(cause, BaseException):
+                pending.append(cause)
+    return False
+
+
+def unexpected_response(exc: BaseException) -> JSONResponse:
+    """The answer to an exception no handler took: a 503 when the database is out of reach,
+    else a 500 that is logged here."""
+    if database_unreachable(exc):
+        log.error("database unreachable: %s: %s", type(exc).__name__, exc)
+        problem: Problem = DatabaseUnavailable("The database cannot be reached; retry shortly.")
+        return problem_response(problem, headers=problem.response_headers())
+    log.exception("unhandled error", exc_info=exc)
+    return problem_response(Problem("An unexpected error occurred; it has been logged."))
+
+
 def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(
         jsonable_encoder(problem.body()),
@@ -235,8 +303,16 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=exc)
-        return problem_response(Problem("An unexpected error occurred; it has been logged."))
+        return unexpected_response(exc)
+
+    # Handled here, inside the app, so that the server keeps the client's connection open.
+    @app.exception_handler(DBAPIError)
+    async def _database(_request: Request, exc: DBAPIError) -> JSONResponse:
+        return unexpected_response(exc)
+
+    @app.exception_handler(OSError)
+    async def _os_error(_request: Request, exc: OSError) -> JSONResponse:
+        return unexpected_response(exc)
 
 
 def dumps(body: Any) -> str:

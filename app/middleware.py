@@ -1,8 +1,9 @@
 """Pure ASGI middlewares: a request id on every request and response, and a body-size limit.
 
 Both sit inside Starlette's ServerErrorMiddleware (FastAPI puts user middlewares there), so
-an unhandled exception passes through them before it is rendered as a 500; RequestIdMiddleware
-renders that 500 itself, so that it too carries X-Request-ID.
+an unhandled exception passes through them first; RequestIdMiddleware answers it itself (a
+500, or a 503 when the database is out of reach), so that the answer carries X-Request-ID
+and the client keeps its connection.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PayloadTooLarge, Problem, problem_response
+from app.errors import PayloadTooLarge, problem_response, unexpected_response
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -66,17 +67,16 @@ class RequestIdMiddleware:
         token = request_id.set(rid)
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
-            # The 500 ServerErrorMiddleware would send goes straight to the server, without
-            # the header: send the same problem here, and re-raise so that it is still logged
-            # (by the app's handler, with request_id still set) and the server sees it.
-            if not started:
-                response = problem_response(
-                    Problem("An unexpected error occurred; it has been logged.")
-                )
-                await response(scope, receive, send_with_id)
-            raise
-        request_id.reset(token)
+        except Exception as exc:
+            if started:
+                raise  # half a response is out: only closing the connection can tell
+            # Answered here, not re-raised: an exception that reaches the server makes it
+            # close the connection after the response, and the client's next request on it
+            # fails. The problem (a logged 500, or a 503 when the database is out of reach)
+            # carries the request id like every other response.
+            await unexpected_response(exc)(scope, receive, send_with_id)
+        finally:
+            request_id.reset(token)
 
 
 class BodyLimitMiddleware:
