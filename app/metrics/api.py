@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from app.access.auth import Viewer
 from app.deps import SessionDep
 from app.metrics import service as service
 
@@ -11,9 +12,10 @@ router = APIRouter(tags=["health"])
 
 @router.get(
     "/metrics",
-    summary="Prometheus metrics",
+    summary="Prometheus metrics of the token's organization",
     response_class=Response,
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
-async def metrics(session: SessionDep) -> Response:
-    return Response(await service.render(session), media_type=CONTENT_TYPE_LATEST)
+async def metrics(session: SessionDep, principal: Viewer) -> Response:
+    body = await service.render(session, principal.org_id)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -187,6 +187,10 @@ async def _me(w: World) -> Call:
     return Call("GET", "/v1/me")
 
 
+async def _metrics(w: World) -> Call:
+    return Call("GET", "/metrics")
+
+
 async def _create_token(w: World) -> Call:
     return Call("POST", "/v1/tokens", json={"name": "matrix", "role": "viewer"})
 
@@ -238,9 +242,10 @@ MATRIX: dict[tuple[str, str], tuple[str, Build, set[int]]] = {
     ("GET", "/v1/tokens"): ("admin", _list_tokens, {200}),
     ("DELETE", "/v1/tokens/{token_id}"): ("admin", _revoke_token, {204}),
     ("GET", "/v1/audit"): ("admin", _audit, {200}),
+    ("GET", "/metrics"): ("viewer", _metrics, {200}),
 }
-# No token needed: probes and scraping.
-PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
+# No token needed: probes.
+PUBLIC = {("GET", "/healthz"), ("GET", "/readyz")}
 LOWER = {"operator": "viewer", "admin": "operator"}
 
 
