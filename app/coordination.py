@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from app.columns import UTCDateTime
@@ -13,7 +14,7 @@ class Counter(SQLModel, table=True):
     __tablename__ = "counters"
 
     name: str = Field(primary_key=True, max_length=40)
-    value: int = 0
+    value: int = Field(default=0, sa_type=sa.BigInteger)
 
 
 class Lease(SQLModel, table=True):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select
@@ -12,6 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.errors import BadRequest
+
+# The largest key an int cursor may carry: a 32-bit column's, unless the caller says more.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
 
 
 def encode_token(key: list[Any]) -> str:
@@ -41,24 +45,40 @@ def decode_time_key(token: str | None) -> tuple[datetime, str] | None:
     key = decode_token(token, 2)
     if key is None:
         return None
+    if not isinstance(key[0], str) or not storable_text(key[1]):
+        raise _refuse()
     try:
-        created = datetime.fromisoformat(str(key[0]))
-    except ValueError:
+        created = datetime.fromisoformat(key[0])
+        # The database compares in UTC: a time that overflows there is refused here.
+        created = created.astimezone(UTC) if created.tzinfo is not None else created
+    except (ValueError, OverflowError):
         raise _refuse() from None
-    if created.tzinfo is None or not isinstance(key[1], str):
+    if created.tzinfo is None:
         raise _refuse()
     return created, key[1]
+
+
+def storable_text(value: object) -> bool:
+    """A str a database can store and compare: UTF-8 encodable (no lone surrogates), no NUL."""
+    if not isinstance(value, str) or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def encode_time_key(created: datetime, item_id: str) -> str:
     return encode_token([created.isoformat(), item_id])
 
 
-def decode_int_key(token: str | None) -> int | None:
+def decode_int_key(token: str | None, maximum: int = INT32_MAX) -> int | None:
+    """An int cursor in 0..maximum, the range of the column it is compared with."""
     key = decode_token(token, 1)
     if key is None:
         return None
-    if not isinstance(key[0], int) or isinstance(key[0], bool):
+    if not isinstance(key[0], int) or isinstance(key[0], bool) or not 0 <= key[0] <= maximum:
         raise _refuse()
     return key[0]
 

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BeforeValidator, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, StringConstraints
 
 from app.access.auth import Role
 from app.access.models import AuditOutcome
@@ -23,11 +23,25 @@ def _rfc3339_text(value: Any) -> Any:
     return value
 
 
+def _future_utc(value: datetime) -> datetime:
+    # Stored and compared in UTC: a time with no UTC equivalent (year 9999 at -23:59) is
+    # refused here rather than by the database.
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range once converted to UTC") from None
+    if utc <= datetime.now(UTC):
+        raise ValueError("the time has already passed")
+    return utc
+
+
 class TokenCreate(Strict):
     name: TokenName
     role: Role
-    expires_at: Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)] | None = Field(
-        default=None, description="An RFC 3339 time with its offset; none: never"
+    expires_at: (
+        Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(_future_utc)] | None
+    ) = Field(
+        default=None, description="An RFC 3339 time in the future, with its offset; none: never"
     )
     rate_limit_per_minute: int | None = Field(
         default=None, ge=1, le=100_000, description="Mutating requests a minute (default: server's)"

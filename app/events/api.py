@@ -14,6 +14,7 @@ from app.deps import ClusterId, ContextDep, PageSize, PageToken, SessionDep
 from app.errors import BadRequest
 from app.events import service, stream
 from app.events.schemas import EventOut
+from app.pagination import INT64_MAX
 from app.problems import problems
 
 router = APIRouter(tags=["events"])
@@ -64,9 +65,12 @@ def _resume_after(last_event_id: str | None, after: int | None) -> int | None:
     """The cursor the client asks to resume after; None: from now on."""
     if last_event_id:
         try:
-            return max(int(last_event_id), 0)
+            resume = int(last_event_id)
         except ValueError:
-            raise BadRequest("Last-Event-ID must be an id this stream sent") from None
+            resume = -1
+        if not 0 <= resume <= INT64_MAX:  # positions are 64-bit
+            raise BadRequest("Last-Event-ID must be an id this stream sent")
+        return resume
     return after
 
 
@@ -88,7 +92,8 @@ async def stream_events(
     principal: Viewer,
     cluster_id: ClusterFilter = None,
     after: Annotated[
-        int | None, Query(ge=0, description="Start after this cursor (default: from now on)")
+        int | None,
+        Query(ge=0, le=INT64_MAX, description="Start after this cursor (default: from now on)"),
     ] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=40)] = None,
 ) -> StreamingResponse:

@@ -24,7 +24,7 @@ class Event(SQLModel, table=True):
     org_id: str = Field(max_length=40, index=True)
     sequence: int
     # Global, gap-free, in commit order: the cursor of the feed and the live stream.
-    position: int
+    position: int = Field(sa_type=sa.BigInteger)
     type: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     data: dict[str, Any] = Field(sa_type=JSONType)

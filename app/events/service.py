@@ -15,7 +15,7 @@ from app.coordination import Counter
 from app.db import after_commit
 from app.events.models import Event
 from app.events.schemas import EventOut
-from app.pagination import decode_int_key, encode_token
+from app.pagination import INT64_MAX, decode_int_key, encode_token
 from app.webhooks.fanout import create_deliveries
 
 # Set on a session whose commit should wake the webhook dispatcher and live streams.
@@ -152,7 +152,7 @@ async def list_global(
     page_size: int,
     page_token: str | None,
 ) -> tuple[list[tuple[int, EventOut]], str | None]:
-    after = decode_int_key(page_token) or 0
+    after = decode_int_key(page_token, INT64_MAX) or 0  # positions are 64-bit
     rows = await after_position(session, org_id, after, page_size, cluster_id)
     # A feed always hands back a cursor, so a poller can ask again for what comes next.
     token = encode_token([rows[-1].position if rows else after])

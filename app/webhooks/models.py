@@ -62,7 +62,8 @@ class WebhookDelivery(SQLModel, table=True):
     endpoint_id: str = Field(foreign_key="webhook_endpoints.id", max_length=40)
     event_id: str = Field(max_length=40)
     cluster_id: str | None = Field(default=None, max_length=40)
-    position: int  # the event's global position: deliveries go out in this order
+    # The event's global position (64-bit): deliveries go out in this order.
+    position: int = Field(sa_type=sa.BigInteger)
     status: str = Field(max_length=16)  # a DeliveryStatus
     attempts: int = 0
     next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

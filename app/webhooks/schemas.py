@@ -3,10 +3,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AnyHttpUrl, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, AnyHttpUrl, Field, StringConstraints, model_validator
 
 from app.common import NO_NUL, Strict
 from app.webhooks.models import DeliveryStatus, EndpointKind
+
+URL_MAX = 2000
+
+
+def _fits_column(value: AnyHttpUrl) -> AnyHttpUrl:
+    # Checked as it will be stored: normalising (percent-encoding) can lengthen what was sent.
+    if len(str(value)) > URL_MAX:
+        raise ValueError(f"the url is longer than {URL_MAX} characters")
+    return value
+
 
 EventType = Literal[
     "cluster.state_changed",
@@ -21,7 +31,11 @@ EventType = Literal[
     "webhook.endpoint_disabled",
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
-Url = Annotated[AnyHttpUrl, Field(description="http or https; internal addresses refused")]
+Url = Annotated[
+    AnyHttpUrl,
+    AfterValidator(_fits_column),
+    Field(description="http or https, at most 2,000 characters; internal addresses refused"),
+]
 RoutingKey = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL)]
 Description = Annotated[str, StringConstraints(max_length=500, pattern=NO_NUL)]
 
