@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app import outbound
 from app.config import Settings
 from app.db import create_engine, session_factory
+from app.events.capacity import StreamSlots
+from app.events.hub import EventHub
 from app.events.notify import Notifier, events_channel
 from app.queue import enqueue_run
 
@@ -25,6 +27,9 @@ class Context:
     redis: ArqRedis
     notifier: Notifier
     http: httpx.AsyncClient
+    # API processes start the hub (app.main); its live streams read through it.
+    hub: EventHub
+    slots: StreamSlots
 
     async def enqueue(
         self, operation_id: str, lease_epoch: int, at: datetime | None = None
@@ -32,6 +37,7 @@ class Context:
         await enqueue_run(self.redis, self.settings.queue_name, operation_id, lease_epoch, at)
 
     async def close(self) -> None:
+        await self.hub.stop()
         await self.notifier.stop()
         await self.http.aclose()
         await self.redis.aclose()
@@ -47,16 +53,20 @@ def redis_settings(settings: Settings) -> RedisSettings:
 async def build_context(settings: Settings) -> Context:
     engine = create_engine(settings.resolved_database_url())
     redis = await create_pool(redis_settings(settings), default_queue_name=settings.queue_name)
+    # Sessions carry Redis so that a commit which appends events can announce it.
+    sessions = session_factory(
+        engine, info={"redis": redis, "events_channel": events_channel(settings.redis_prefix)}
+    )
+    notifier = Notifier(redis, settings.redis_prefix)
     return Context(
         settings=settings,
         engine=engine,
-        # Sessions carry Redis so that a commit which appends events can announce it.
-        sessions=session_factory(
-            engine, info={"redis": redis, "events_channel": events_channel(settings.redis_prefix)}
-        ),
+        sessions=sessions,
         redis=redis,
-        notifier=Notifier(redis, settings.redis_prefix),
+        notifier=notifier,
         # Every outbound call goes to an address it checked (public ones unless a call
         # says otherwise: see app/outbound.py).
         http=outbound.client(limits=httpx.Limits(max_connections=200)),
+        hub=EventHub(sessions, notifier),
+        slots=StreamSlots(settings.streams_per_token, settings.streams_per_process),
     )

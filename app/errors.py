@@ -16,7 +16,7 @@ Problem                         500 internal
 │   ├── ValidationFailed        422 validation_failed  (lists `errors`)
 │   └── IdempotencyKeyReused    422 idempotency_key_reused
 ├── TooManyRequests             429 rate_limited  (sends Retry-After)
-└── ServiceUnavailable          503 unavailable
+└── ServiceUnavailable          503 unavailable  (also a database pool timeout, with Retry-After)
     └── DatabaseUnavailable     503 database_unavailable  (the database cannot be reached)
 
 The handlers leave the problem's status and code in the request's state (`problem_of`),
@@ -37,6 +37,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
@@ -211,6 +212,8 @@ def database_unreachable(exc: BaseException) -> bool:
 def unexpected_response(exc: BaseException) -> JSONResponse:
     """The answer to an exception no handler took: a 503 when the database is out of reach,
     else a 500 that is logged here."""
+    if isinstance(exc, PoolTimeout):  # raised in a middleware, outside its own handler
+        return _pool_exhausted(exc)
     if database_unreachable(exc):
         log.error("database unreachable: %s: %s", type(exc).__name__, exc)
         problem: Problem = DatabaseUnavailable("The database cannot be reached; retry shortly.")
@@ -271,6 +274,17 @@ def problem_of(scope: Scope) -> tuple[int, str] | None:
     return refusal
 
 
+# Seconds a client is asked to wait when no database connection was free in time.
+POOL_RETRY_AFTER_S = 2
+
+
+def _pool_exhausted(exc: Exception) -> JSONResponse:
+    """No database connection came free in time: busy, not broken, so 503 and a retry."""
+    log.warning("database pool exhausted: %s", exc)
+    problem = ServiceUnavailable("Every database connection is busy; retry shortly.")
+    return problem_response(problem, headers={"Retry-After": str(POOL_RETRY_AFTER_S)})
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -300,6 +314,11 @@ def install_handlers(app: FastAPI) -> None:
             # Starlette's Allow names only the first route on the path; RFC 9110 wants all.
             headers["Allow"] = _allowed_methods(request)
         return problem_response(problem, headers=headers or None)
+
+    # No pooled connection came free in time (one raised in a middleware: unexpected_response).
+    @app.exception_handler(PoolTimeout)
+    async def _pool_timeout(_request: Request, exc: PoolTimeout) -> JSONResponse:
+        return _pool_exhausted(exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -53,6 +53,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
             )
         context = await build_context(settings)
         context.notifier.start()
+        # One reader of new events for all of this process's live streams.
+        await context.hub.start()
         app.state.context = context
         await _bootstrap(context)
         worker_task = None

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from app.access.auth import Viewer
 from app.clusters import service as cluster_service
@@ -13,6 +14,7 @@ from app.common import NO_NUL, Page
 from app.deps import ClusterId, ContextDep, PageSize, PageToken, SessionDep
 from app.errors import BadRequest
 from app.events import service, stream
+from app.events.capacity import Slot
 from app.events.schemas import EventOut
 from app.pagination import INT64_MAX
 from app.problems import problems
@@ -74,6 +76,20 @@ def _resume_after(last_event_id: str | None, after: int | None) -> int | None:
     return after
 
 
+class _SlotStreamingResponse(StreamingResponse):
+    """Gives the stream's slot back when the response ends, however it ends."""
+
+    def __init__(self, *args: Any, slot: Slot, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.slot.release()
+
+
 @router.get(
     "/v1/events/stream",
     summary="Live events (text/event-stream); resumes after Last-Event-ID",
@@ -85,6 +101,11 @@ def _resume_after(last_event_id: str | None, after: int | None) -> int | None:
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
         **problems(400, 422),
+        429: {
+            **problems(429)[429],
+            "description": "This token or this API process holds its limit of open event "
+            "streams and long polls; see Retry-After",
+        },
     },
 )
 async def stream_events(
@@ -97,10 +118,17 @@ async def stream_events(
     ] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=40)] = None,
 ) -> StreamingResponse:
-    # Read before the response starts: "from now on" is from this request, not from later.
-    position = await stream.start_position(context.sessions, _resume_after(last_event_id, after))
-    return StreamingResponse(
-        stream.frames(context.sessions, context.notifier, principal.org_id, position, cluster_id),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    resume = _resume_after(last_event_id, after)
+    slot = context.slots.take(principal.token_id)
+    try:
+        # Read before the response starts: "from now on" is from this request, not later.
+        position = await stream.start_position(context.sessions, resume)
+        return _SlotStreamingResponse(
+            stream.frames(context.sessions, context.hub, principal.org_id, position, cluster_id),
+            slot=slot,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    except BaseException:
+        slot.release()
+        raise

@@ -1,21 +1,23 @@
 """The live event stream (Server-Sent Events): where it starts and the frames it sends.
 
-Each batch is read in a short transaction of its own, never one held for the stream's life;
-between batches the stream sleeps until new events are committed (or a second passes, in
-case a wake-up was lost), and says something every KEEPALIVE_S so proxies keep it open.
+New events come from the process's one reader (app.events.hub), not from a database
+read of the stream's own. A stream that resumes from behind the reader first catches up
+from the database, batch by batch, each in a short transaction of its own. It says
+something every KEEPALIVE_S so proxies keep it open, and ends when it falls too far
+behind (its client resumes with Last-Event-ID, as after any dropped connection).
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 from collections.abc import AsyncIterator
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import finish_even_if_cancelled, unit_of_work
 from app.events import service
+from app.events.hub import EventHub, sse_frame
 from app.events.models import Event
-from app.events.notify import EVENTS, Notifier, wait
 
 KEEPALIVE_S = 15.0
 BATCH = 200
@@ -31,12 +33,12 @@ async def start_position(sessions: async_sessionmaker[AsyncSession], after: int 
 
 async def frames(
     sessions: async_sessionmaker[AsyncSession],
-    notifier: Notifier,
+    hub: EventHub,
     org_id: str,
     position: int,
     cluster_id: str | None = None,
 ) -> AsyncIterator[str]:
-    """The organization's events after `position`, as SSE frames, without end."""
+    """The organization's events after `position`, as SSE frames, until it falls behind."""
 
     async def read_batch(cursor: int) -> list[Event]:
         async with unit_of_work(sessions) as session:
@@ -44,19 +46,25 @@ async def frames(
 
     cursor = position
     yield "retry: 1000\n\n"
-    with notifier.watch(EVENTS) as woken:
-        idle = 0.0
-        while True:
+    # Subscribe first: the hub queues everything after `live`, the database has the rest.
+    with hub.subscribe(org_id, cluster_id) as (subscription, live):
+        while cursor < live:
             batch = await finish_even_if_cancelled(read_batch(cursor))
             for event in batch:
                 cursor = event.position
-                body = json.dumps(service.render(event).model_dump(mode="json"))
-                yield f"id: {event.position}\nevent: {event.type}\ndata: {body}\n\n"
-            if batch:
-                idle = 0.0
-                continue
-            await wait(woken, 1.0)
-            idle += 1.0
-            if idle >= KEEPALIVE_S:
-                idle = 0.0
+                yield sse_frame(event).text
+            if len(batch) < BATCH:
+                break
+        while True:
+            if subscription.closed and subscription.queue.empty():
+                return
+            try:
+                frame = await asyncio.wait_for(subscription.queue.get(), KEEPALIVE_S)
+            except TimeoutError:
                 yield ": keepalive\n\n"
+                continue
+            if frame is None:
+                return
+            if frame.position > cursor:
+                cursor = frame.position
+                yield frame.text

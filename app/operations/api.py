@@ -112,16 +112,35 @@ async def failback(
     "/v1/operations/{operation_id}",
     response_model=OperationOut,
     summary="Get an operation; ?wait=N holds the request until it is done",
-    responses=problems(404, 422),
+    responses={
+        **problems(404, 422),
+        429: {
+            **problems(429)[429],
+            "description": "This token or this API process holds its limit of open event "
+            "streams and long polls; see Retry-After",
+        },
+    },
 )
 async def get_operation(
     operation_id: OperationId,
+    request: Request,
     context: ContextDep,
     principal: Viewer,
     wait: Annotated[int, Query(ge=0, le=60, description="Seconds to wait for done")] = 0,
 ) -> OperationOut:
+    async def hung_up() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
     out = await waiting.wait_until_done(
-        context.sessions, context.notifier, principal.org_id, operation_id, wait
+        context.sessions,
+        context.notifier,
+        principal.org_id,
+        operation_id,
+        wait,
+        slots=context.slots,
+        token_id=principal.token_id,
+        hung_up=hung_up,
     )
     # Already validated: skip FastAPI's second pass through response_model.
     return Response(out.model_dump_json(), media_type="application/json")  # type: ignore[return-value]
