@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _wait_ready(process: Process, base_url: str, timeout_s: float = 60) -> None:
+def _wait_ready(process: Process, base_url: str, timeout_s: float = 180) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert process.alive(), f"serve exited:\n{process.tail()}"

@@ -96,7 +96,7 @@ async def test_every_event_of_failover_and_failback_arrives_once_signed_in_order
 async def test_receiver_failing_twice_gets_it_on_the_third_attempt(
     client: httpx.AsyncClient, receiver: Receiver, endpoints: list[str]
 ) -> None:
-    receiver.script = [Answer(500), Answer(500, {"Retry-After": "1"})]
+    receiver.script = [Answer(500, delay_s=0.3), Answer(500, {"Retry-After": "1"})]
     endpoint = await register(client, endpoints, receiver.url, event_types=["operation.succeeded"])
     cluster = await create_cluster(client)
     op = await start_ok(client, cluster["id"])
@@ -109,7 +109,10 @@ async def test_receiver_failing_twice_gets_it_on_the_third_attempt(
     [delivery] = await wait_for(delivered, timeout_s=30)
     assert delivery["attempts"] == 3
     assert [a["status_code"] for a in delivery["attempt_log"]] == [500, 500, 200]
-    assert all(a["duration_ms"] >= 0 for a in delivery["attempt_log"])
+    # The first answer took 0.3 s: its attempt's duration covers that wait; none reached
+    # the attempt timeout (2 s in the tests).
+    assert delivery["attempt_log"][0]["duration_ms"] >= 300
+    assert all(0 <= a["duration_ms"] < 2000 for a in delivery["attempt_log"])
     assert delivery["attempt_log"][0]["next_attempt_at"] is not None
     received = receiver.requests()
     assert len(received) == 3
