@@ -79,9 +79,7 @@ def mask_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
 
 
-def render(
-    endpoint: WebhookEndpoint, *, reveal: bool = False, full_url: bool = True
-) -> WebhookOut:
+def render(endpoint: WebhookEndpoint, *, reveal: bool = False, full_url: bool = True) -> WebhookOut:
     """`full_url`: whoever may change the endpoint (an admin) sees its URL whole."""
     return WebhookOut(
         id=endpoint.id,
