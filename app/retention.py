@@ -65,11 +65,22 @@ async def _attempts(session: AsyncSession, ids: list[str]) -> None:
 
 
 async def _events(session: AsyncSession, ids: list[str]) -> None:
-    deliveries = select(col(WebhookDelivery.id)).where(col(WebhookDelivery.event_id).in_(ids))
-    await session.execute(
-        delete(WebhookAttempt).where(col(WebhookAttempt.delivery_id).in_(deliveries))
+    # Locked first: the dispatcher may be recording an attempt of one of these deliveries;
+    # it waits, and finds the delivery gone, instead of adding an attempt in between.
+    deliveries = list(
+        await session.scalars(
+            select(col(WebhookDelivery.id))
+            .where(col(WebhookDelivery.event_id).in_(ids))
+            .with_for_update()
+        )
     )
-    await session.execute(delete(WebhookDelivery).where(col(WebhookDelivery.event_id).in_(ids)))
+    if deliveries:
+        await session.execute(
+            delete(WebhookAttempt).where(col(WebhookAttempt.delivery_id).in_(deliveries))
+        )
+        await session.execute(
+            delete(WebhookDelivery).where(col(WebhookDelivery.id).in_(deliveries))
+        )
     await session.execute(delete(Event).where(col(Event.id).in_(ids)))
 
 
