@@ -399,6 +399,21 @@ class Executor:
         if events:
             await emit_events(session, run.operation.cluster_id, events)
 
+    async def _stop_for_attention(
+        self, session: AsyncSession, run: _Run, problem: dict[str, Any], now: datetime
+    ) -> None:
+        """The operation ends `failed` with the pair mid-switch: a person must retry it."""
+        await self._set_operation(
+            session,
+            run,
+            status=OperationStatus.FAILED.value,
+            done=True,
+            needs_attention=True,
+            error=problem,
+            wake_at=None,
+            finished_at=now,
+        )
+
     async def _start(self, run: _Run, index: int) -> None:
         step, spec = run.steps[index], run.plan[index]
         events: Events = []
@@ -493,16 +508,7 @@ class Executor:
                     wake_at=None,
                 )
             else:
-                await self._set_operation(
-                    session,
-                    run,
-                    status=OperationStatus.FAILED.value,
-                    done=True,
-                    needs_attention=True,
-                    error=problem,
-                    wake_at=None,
-                    finished_at=now,
-                )
+                await self._stop_for_attention(session, run, problem, now)
                 events.append(_failed(run.operation, problem, needs_attention=True))
             await self._emit(session, run, events)
         if run.operation.done:
@@ -564,16 +570,7 @@ class Executor:
                 }
                 if run.operation.rollback_cause is not None:
                     problem["rollback_cause"] = run.operation.rollback_cause
-                await self._set_operation(
-                    session,
-                    run,
-                    status=OperationStatus.FAILED.value,
-                    done=True,
-                    needs_attention=True,
-                    error=problem,
-                    wake_at=None,
-                    finished_at=now,
-                )
+                await self._stop_for_attention(session, run, problem, now)
                 events.append(_step_changed(run.operation, step))
                 events.append(_failed(run.operation, problem, needs_attention=True))
             await self._emit(session, run, events)

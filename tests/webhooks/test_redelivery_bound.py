@@ -68,6 +68,9 @@ async def test_a_killed_dispatcher_sends_again_at_most_one_batch_per_lane(
 
         await wait_for(all_arrived, timeout_s=90)
         sent = Counter(r.headers["webhook-id"] for r in receiver.bodies_for_cluster(pair["id"]))
+        # The held first request outlived the attempt timeout: its retries are the retry
+        # schedule at work, not a resend after the kill.
+        sent.pop(receiver.requests()[0].headers["webhook-id"], None)
         again = sum(n - 1 for n in sent.values())
         assert max(sent.values()) <= 2, sent.most_common(3)
         assert again <= BATCH, again
