@@ -31,8 +31,10 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from app.columns import new_id, utcnow
+from app.config import Settings
 from app.db import create_engine, run_after_commit, session_factory
 from app.events.models import Event
+from app.events.notify import events_channel
 from app.events.service import emit_event
 from app.webhooks import signing
 from app.webhooks.delivery import standard_body
@@ -305,7 +307,9 @@ async def measure(
     engine = create_engine(database_url, pool_size=2)
     redis = Redis.from_url(redis_url)
     # As the API's and worker's sessions: a commit that appends events publishes on Redis.
-    sessions = session_factory(engine, info={"redis": redis})
+    # As the app's own sessions: a commit that appends events wakes the dispatcher.
+    channel = events_channel(Settings().redis_prefix)
+    sessions = session_factory(engine, info={"redis": redis, "events_channel": channel})
     try:
         from bench.run import AUTH, pair_body  # noqa: PLC0415 (run.py imports this module)
 
