@@ -118,8 +118,14 @@ async def create(
     return endpoint
 
 
-async def get(session: AsyncSession, org_id: str, endpoint_id: str) -> WebhookEndpoint:
-    endpoint = await session.get(WebhookEndpoint, endpoint_id, populate_existing=True)
+async def get(
+    session: AsyncSession, org_id: str, endpoint_id: str, *, lock: bool = False
+) -> WebhookEndpoint:
+    """The endpoint; `lock`: row-locked until commit, so a DELETE racing a change waits for
+    it (or wins, and the change finds nothing: 404), never updates a row that is gone."""
+    endpoint = await session.get(
+        WebhookEndpoint, endpoint_id, populate_existing=True, with_for_update=lock
+    )
     if endpoint is None or endpoint.org_id != org_id:
         raise NotFound(f"webhook endpoint {endpoint_id} does not exist")
     return endpoint
@@ -143,7 +149,7 @@ async def update(
 ) -> WebhookEndpoint:
     if body.url is not None:
         await _guard(str(body.url), settings)
-    endpoint = await get(session, org_id, endpoint_id)
+    endpoint = await get(session, org_id, endpoint_id, lock=True)
     changes = body.model_dump(exclude_unset=True)
     if body.url is not None:
         endpoint.url = str(body.url)
@@ -192,7 +198,7 @@ async def rotate_secret(
     session: AsyncSession, org_id: str, endpoint_id: str, settings: Settings
 ) -> WebhookEndpoint:
     """A new secret signs from now on; the old one signs too for the overlap period."""
-    endpoint = await get(session, org_id, endpoint_id)
+    endpoint = await get(session, org_id, endpoint_id, lock=True)
     now = utcnow()
     endpoint.previous_secret = endpoint.secret
     endpoint.previous_secret_expires_at = now + timedelta(seconds=settings.webhook_secret_overlap_s)
