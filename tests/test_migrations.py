@@ -87,3 +87,43 @@ def test_upgrade_head_is_idempotent(fresh_url: str) -> None:
     command.upgrade(config, "head")
     assert _tables_and_revision(fresh_url)[1] == head_revision()
     command.check(config)
+
+
+def test_existing_events_are_numbered_per_organization(fresh_url: str) -> None:
+    """0006 gives the events already logged their position in their organization's feed."""
+    config = alembic_config(fresh_url)
+    command.upgrade(config, "0005")
+    # Global positions 1..5, interleaved between two organizations.
+    owners = ["org_a", "org_b", "org_a", "org_a", "org_b"]
+
+    async def run(*statements: str) -> list[tuple[object, ...]]:
+        engine = create_engine(fresh_url)
+        try:
+            async with engine.begin() as conn:
+                rows: list[tuple[object, ...]] = []
+                for statement in statements:
+                    result = await conn.exec_driver_sql(statement)
+                    rows = [tuple(row) for row in result] if result.returns_rows else []
+                return rows
+        finally:
+            await engine.dispose()
+
+    asyncio.run(
+        run(
+            "INSERT INTO organizations (id, name, created_at) VALUES"
+            " ('org_a', 'a', '2026-01-01T00:00:00+00:00'),"
+            " ('org_b', 'b', '2026-01-01T00:00:00+00:00'),"
+            " ('org_c', 'c', '2026-01-01T00:00:00+00:00')",
+            *(
+                "INSERT INTO events (id, cluster_id, org_id, sequence, position, type,"
+                f" created_at, data) VALUES ('evt_{n}', NULL, '{org}', 0, {n}, 'x',"
+                " '2026-01-01T00:00:00+00:00', '{}')"
+                for n, org in enumerate(owners, start=1)
+            ),
+        )
+    )
+    command.upgrade(config, "head")
+    events = asyncio.run(run("SELECT id, org_position FROM events ORDER BY position"))
+    assert events == [("evt_1", 1), ("evt_2", 1), ("evt_3", 2), ("evt_4", 3), ("evt_5", 2)]
+    orgs = asyncio.run(run("SELECT id, event_position FROM organizations ORDER BY id"))
+    assert orgs == [("org_a", 3), ("org_b", 2), ("org_c", 0)]

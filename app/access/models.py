@@ -4,6 +4,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from app.columns import JSONType, UTCDateTime, utcnow
@@ -17,6 +18,8 @@ class Organization(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=40)
     name: str = Field(unique=True, max_length=100)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # The newest event's position in this organization's feed (gap-free, 1, 2, 3, ...).
+    event_position: int = Field(default=0, sa_type=sa.BigInteger)
 
 
 class ApiToken(SQLModel, table=True):

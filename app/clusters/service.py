@@ -17,7 +17,7 @@ from app.domain.actions_allowed import OperationView, pair_actions
 from app.domain.plans import UNFINISHED, OperationStatus
 from app.domain.states import ClusterState, allowed_actions
 from app.errors import Conflict, NotFound, OperationInProgress, PreconditionFailed
-from app.operations.models import Operation, OperationStep
+from app.operations.models import IdempotencyRecord, Operation, OperationStep
 from app.pagination import page_by_creation
 from app.webhooks import fanout as webhook_outbox
 
@@ -179,5 +179,8 @@ async def remove(session: AsyncSession, org_id: str, cluster_id: str, if_match: 
     await actions.forget_pair(session, cluster_id)
     await webhook_outbox.stop_pending(session, cluster_id)
     await session.execute(delete(Operation).where(Operation.cluster_id == cluster_id))  # type: ignore[arg-type]
+    await session.execute(
+        delete(IdempotencyRecord).where(col(IdempotencyRecord.cluster_id) == cluster_id)
+    )
     await session.delete(cluster)
     await session.flush()

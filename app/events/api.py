@@ -122,7 +122,7 @@ async def stream_events(
     slot = context.slots.take(principal.token_id)
     try:
         # Read before the response starts: "from now on" is from this request, not later.
-        position = await stream.start_position(context.sessions, resume)
+        position = await stream.start_position(context.sessions, principal.org_id, resume)
         return _SlotStreamingResponse(
             stream.frames(context.sessions, context.hub, principal.org_id, position, cluster_id),
             slot=slot,

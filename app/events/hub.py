@@ -6,8 +6,9 @@ highest position it has seen — when the Notifier says events were committed, o
 POLL_S in case a wake-up was lost — renders each event once, and puts it on the queue
 of every subscription of its organization (and pair, if the stream asked for one).
 
-Positions are handed out under a row lock in commit order, so nothing is ever committed
-behind the highest position read. A subscription whose queue is full has fallen too far
+Positions (global, and per organization) are handed out under row locks in commit
+order, so nothing is ever committed behind the highest position read, and within an
+organization both orders agree. A subscription whose queue is full has fallen too far
 behind: it is closed, and its client resumes from the Last-Event-ID it last got.
 """
 
@@ -40,7 +41,8 @@ QUEUE_SIZE = 2000
 
 @dataclass(frozen=True)
 class Frame:
-    position: int
+    position: int  # global: how far the reader got
+    cursor: int  # the organization's position: the stream's `id:`
     cluster_id: str | None
     text: str
 
@@ -49,8 +51,9 @@ def sse_frame(event: Event) -> Frame:
     body = json.dumps(service.render(event).model_dump(mode="json"))
     return Frame(
         position=event.position,
+        cursor=event.org_position,
         cluster_id=event.cluster_id,
-        text=f"id: {event.position}\nevent: {event.type}\ndata: {body}\n\n",
+        text=f"id: {event.org_position}\nevent: {event.type}\ndata: {body}\n\n",
     )
 
 
@@ -123,7 +126,7 @@ class EventHub:
 
     @contextlib.contextmanager
     def subscribe(self, org_id: str, cluster_id: str | None) -> Iterator[tuple[Subscription, int]]:
-        """A subscription, and the position after which it gets every event it wants."""
+        """A subscription, and the global position after which it gets every event it wants."""
         sub = Subscription(org_id, cluster_id, self._queue_size)
         self._by_org[org_id].add(sub)
         try:

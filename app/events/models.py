@@ -16,6 +16,7 @@ class Event(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("cluster_id", "sequence", name="uq_events_cluster_seq"),
         sa.UniqueConstraint("position", name="uq_events_position"),
+        sa.UniqueConstraint("org_id", "org_position", name="uq_events_org_position"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
@@ -23,8 +24,11 @@ class Event(SQLModel, table=True):
     cluster_id: str | None = Field(default=None, max_length=40)
     org_id: str = Field(max_length=40, index=True)
     sequence: int
-    # Global, gap-free, in commit order: the cursor of the feed and the live stream.
+    # Global, gap-free, in commit order: how each API process's reader keeps up.
     position: int = Field(sa_type=sa.BigInteger)
+    # Per organization, gap-free, in commit order: the cursor of its feed and live stream
+    # (a global one would tell each organization how many events the others had).
+    org_position: int = Field(sa_type=sa.BigInteger)
     type: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     data: dict[str, Any] = Field(sa_type=JSONType)

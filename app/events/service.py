@@ -9,6 +9,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.access.models import Organization
 from app.clusters.models import Cluster
 from app.columns import new_id
 from app.coordination import Counter
@@ -48,9 +49,10 @@ async def emit_events(
 ) -> list[Event]:
     """Append events, in this order, in the caller's transaction, with their deliveries.
 
-    The pair's `event_seq` and the global `events` counter are incremented in place:
-    each locks its row until commit, so numbers are handed out in commit order, without
-    gaps, and a rolled-back transaction gives its numbers back.
+    The pair's `event_seq`, the global `events` counter and the organization's
+    `event_position` are incremented in place: each locks its row until commit, so numbers
+    are handed out in commit order, without gaps, and a rolled-back transaction gives its
+    numbers back.
     """
     count = len(events)
     last_sequence = 0
@@ -75,6 +77,14 @@ async def emit_events(
         .returning(col(Counter.value))
         .execution_options(synchronize_session=False),
     )
+    last_org_position = await _next(
+        session,
+        update(Organization)
+        .where(col(Organization.id) == org_id)
+        .values(event_position=Organization.event_position + count)
+        .returning(col(Organization.event_position))
+        .execution_options(synchronize_session=False),
+    )
     appended = [
         Event(
             id=new_id("evt"),
@@ -83,6 +93,7 @@ async def emit_events(
             # Events about no pair have sequence 0; a pair's are numbered 1, 2, 3, ...
             sequence=last_sequence - count + 1 + i if cluster_id is not None else 0,
             position=last_position - count + 1 + i,
+            org_position=last_org_position - count + 1 + i,
             type=type_,
             data=data,
         )
@@ -138,11 +149,11 @@ async def list_for_cluster(
 async def after_position(
     session: AsyncSession, org_id: str, position: int, limit: int, cluster_id: str | None = None
 ) -> list[Event]:
-    """An organization's events past a global position, in order: the feed, the stream."""
-    query = select(Event).where(col(Event.position) > position, col(Event.org_id) == org_id)
+    """An organization's events past one of its positions, in order: the feed, the stream."""
+    query = select(Event).where(col(Event.org_id) == org_id, col(Event.org_position) > position)
     if cluster_id is not None:
         query = query.where(col(Event.cluster_id) == cluster_id)
-    return list(await session.scalars(query.order_by(col(Event.position)).limit(limit)))
+    return list(await session.scalars(query.order_by(col(Event.org_position)).limit(limit)))
 
 
 async def list_global(
@@ -155,10 +166,19 @@ async def list_global(
     after = decode_int_key(page_token, INT64_MAX) or 0  # positions are 64-bit
     rows = await after_position(session, org_id, after, page_size, cluster_id)
     # A feed always hands back a cursor, so a poller can ask again for what comes next.
-    token = encode_token([rows[-1].position if rows else after])
-    return [(e.position, render(e)) for e in rows], token
+    token = encode_token([rows[-1].org_position if rows else after])
+    return [(e.org_position, render(e)) for e in rows], token
 
 
 async def latest_position(session: AsyncSession) -> int:
+    """The newest event's global position (where a process's reader starts)."""
     value = await session.scalar(select(col(Counter.value)).where(col(Counter.name) == "events"))
+    return int(value or 0)
+
+
+async def latest_org_position(session: AsyncSession, org_id: str) -> int:
+    """The newest event's position in the organization's feed (where a new stream starts)."""
+    value = await session.scalar(
+        select(col(Organization.event_position)).where(col(Organization.id) == org_id)
+    )
     return int(value or 0)

@@ -23,12 +23,14 @@ KEEPALIVE_S = 15.0
 BATCH = 200
 
 
-async def start_position(sessions: async_sessionmaker[AsyncSession], after: int | None) -> int:
+async def start_position(
+    sessions: async_sessionmaker[AsyncSession], org_id: str, after: int | None
+) -> int:
     """The cursor a stream starts after: `after`, or the newest event's (from now on)."""
     if after is not None:
         return after
     async with unit_of_work(sessions) as session:
-        return await service.latest_position(session)
+        return await service.latest_org_position(session, org_id)
 
 
 async def frames(
@@ -38,7 +40,11 @@ async def frames(
     position: int,
     cluster_id: str | None = None,
 ) -> AsyncIterator[str]:
-    """The organization's events after `position`, as SSE frames, until it falls behind."""
+    """The organization's events after its `position`, as SSE frames, until it falls behind.
+
+    Cursors are the organization's positions; the hub counts in global ones. Within one
+    organization both orders agree, so the catch-up ends once it reaches the hub's.
+    """
 
     async def read_batch(cursor: int) -> list[Event]:
         async with unit_of_work(sessions) as session:
@@ -48,12 +54,12 @@ async def frames(
     yield "retry: 1000\n\n"
     # Subscribe first: the hub queues everything after `live`, the database has the rest.
     with hub.subscribe(org_id, cluster_id) as (subscription, live):
-        while cursor < live:
+        while True:
             batch = await finish_even_if_cancelled(read_batch(cursor))
             for event in batch:
-                cursor = event.position
+                cursor = event.org_position
                 yield sse_frame(event).text
-            if len(batch) < BATCH:
+            if len(batch) < BATCH or batch[-1].position >= live:
                 break
         while True:
             if subscription.closed and subscription.queue.empty():
@@ -65,6 +71,6 @@ async def frames(
                 continue
             if frame is None:
                 return
-            if frame.position > cursor:
-                cursor = frame.position
+            if frame.cursor > cursor:
+                cursor = frame.cursor
                 yield frame.text

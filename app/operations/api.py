@@ -50,7 +50,9 @@ async def _start(
         return 202, out.model_dump(mode="json"), {"Location": location}
 
     # Keys are scoped to the caller's organization.
-    stored = await idempotency.run_once(context.sessions, principal.org_id, key, print_, produce)
+    stored = await idempotency.run_once(
+        context.sessions, principal.org_id, key, print_, produce, cluster_id=cluster_id
+    )
     headers = dict(stored.headers)
     if stored.replayed:
         headers["Idempotent-Replayed"] = "true"

@@ -61,10 +61,12 @@ async def run_once(
     key: str,
     print_: str,
     produce: Produce,
+    *,
+    cluster_id: str | None = None,
 ) -> StoredResponse:
     for _ in range(5):
         try:
-            return await _attempt(sessions, scope, key, print_, produce)
+            return await _attempt(sessions, scope, key, print_, produce, cluster_id)
         except _KeyTaken:
             continue
     raise IdempotencyInFlight("another request with this Idempotency-Key is in flight")
@@ -76,6 +78,7 @@ async def _attempt(
     key: str,
     print_: str,
     produce: Produce,
+    cluster_id: str | None,
 ) -> StoredResponse:
     async with unit_of_work(sessions) as session:
         record = await session.get(IdempotencyRecord, (scope, key), populate_existing=True)
@@ -99,6 +102,7 @@ async def _attempt(
             headers={},
             created_at=now,
             expires_at=now + RETENTION,
+            cluster_id=cluster_id,
         )
         session.add(record)
         try:

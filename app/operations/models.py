@@ -89,3 +89,6 @@ class IdempotencyRecord(SQLModel, table=True):
     headers: dict[str, str] = Field(sa_type=JSONType)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    # The pair the request was about: deleting the pair forgets its keys, so a replay is
+    # answered as the request would be now (404), not with a Location that is gone.
+    cluster_id: str | None = Field(default=None, max_length=40, index=True)

@@ -17,7 +17,16 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from app.config import Settings
 from app.main import create_app
-from tests.helpers import create_cluster, pair_body, start, start_ok, wait_done, wait_for
+from tests.events.test_event_stream import Frame, read
+from tests.helpers import (
+    create_cluster,
+    events,
+    pair_body,
+    start,
+    start_ok,
+    wait_done,
+    wait_for,
+)
 from tests.stack import ROOT, Stack
 
 PROBLEM_JSON = "application/problem+json"
@@ -326,6 +335,56 @@ async def test_idempotency_keys_and_events_are_per_org(
     assert any(e["cluster_id"] == theirs["id"] for e in their_feed)
     filtered = await all_items(other, "/v1/events", cluster_id=mine["id"])
     assert filtered == []
+
+
+async def test_event_cursors_count_only_the_orgs_own_events(
+    client: httpx.AsyncClient, other_org: tuple[str, httpx.AsyncClient]
+) -> None:
+    """The stream's ids and the feed's cursor are positions in the organization's own log:
+    they tell nobody how many events the other organizations had."""
+    _, other = other_org
+    mine = await create_cluster(client)
+    theirs = await create_cluster(other)
+    first = await start_ok(client, mine["id"])
+    await wait_done(client, first["id"])
+    logged = await events(client, mine["id"])
+
+    async def all_of_mine(got: list[Frame]) -> bool:
+        return len(got) >= len(logged)
+
+    mine_so_far = await read(client, {"cluster_id": mine["id"], "after": 0}, {}, all_of_mine)
+    last = int(mine_so_far[-1].id or 0)
+
+    # The other organization's events come between two operations of mine.
+    theirs_op = await start_ok(other, theirs["id"])
+    await wait_done(other, theirs_op["id"])
+    back = await start_ok(client, mine["id"], "failback")
+    await wait_done(client, back["id"])
+
+    # A new organization's log starts at 1, however many events the others have.
+    their_logged = await events(other, theirs["id"])
+
+    async def all_of_theirs(got: list[Frame]) -> bool:
+        return len(got) >= len(their_logged)
+
+    their_frames = await read(other, {"after": 0}, {}, all_of_theirs)
+    assert [int(f.id or 0) for f in their_frames] == list(range(1, len(their_logged) + 1))
+    assert [f.data["id"] for f in their_frames] == [e["id"] for e in their_logged]
+
+    # Mine resume right after my last cursor, with no gap where theirs were.
+    async def back_done(got: list[Frame]) -> bool:
+        return any(
+            f.event == "operation.succeeded" and f.data["data"]["operation_id"] == back["id"]
+            for f in got
+        )
+
+    resumed = await read(client, {}, {"Last-Event-ID": str(last)}, back_done)
+    assert [int(f.id or 0) for f in resumed] == list(range(last + 1, last + 1 + len(resumed)))
+    assert theirs["id"] not in {f.data["cluster_id"] for f in resumed}
+
+    # The feed pages by the same cursor: its first page of the other organization is theirs.
+    page = await other.get("/v1/events", params={"page_size": 2})
+    assert [e["id"] for e in page.json()["items"]] == [e["id"] for e in their_logged[:2]]
 
 
 async def test_cli_token_for_another_org(

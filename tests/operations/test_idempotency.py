@@ -91,3 +91,25 @@ async def test_refused_request_does_not_burn_its_key(client: httpx.AsyncClient) 
     accepted = await start(client, cluster["id"], "failback", key=key)
     assert accepted.status_code == 202, accepted.text
     await wait_done(client, accepted.json()["id"])
+
+
+async def test_deleting_a_pair_forgets_its_keys(client: httpx.AsyncClient) -> None:
+    """A replay after the pair is gone is answered as the request would be now (404), not
+    with the stored 202 whose Location no longer exists. Other pairs' keys stay."""
+    gone, kept = await create_cluster(client), await create_cluster(client)
+    key, other_key = uuid.uuid4().hex, uuid.uuid4().hex
+    first = await start(client, gone["id"], key=key, reason="drill")
+    kept_first = await start(client, kept["id"], key=other_key, reason="drill")
+    assert first.status_code == kept_first.status_code == 202
+    await wait_done(client, first.json()["id"])
+    deleted = await client.delete(f"/v1/clusters/{gone['id']}")
+    assert deleted.status_code == 204, deleted.text
+
+    replay = await start(client, gone["id"], key=key, reason="drill")
+    assert replay.status_code == 404, replay.text
+    assert replay.json()["code"] == "not_found"
+    assert "Location" not in replay.headers
+    kept_replay = await start(client, kept["id"], key=other_key, reason="drill")
+    assert kept_replay.status_code == 202
+    assert kept_replay.headers.get("Idempotent-Replayed") == "true"
+    assert kept_replay.text == kept_first.text
