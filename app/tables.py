@@ -1,14 +1,17 @@
 """Every table of every capability, for Alembic and for tests that need the metadata."""
 
 from app.access.models import ApiToken, AuditRecord, Organization
+from app.actions.progress import ActionProgress
 from app.actions.simulated import SimulatedEffect, SimulatedGate
 from app.clusters.models import Cluster
 from app.coordination import Counter, Lease
 from app.events.models import Event
 from app.operations.models import IdempotencyRecord, Operation, OperationStep
+from app.secrets.models import PairSecret
 from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
+    "ActionProgress",
     "ApiToken",
     "AuditRecord",
     "Cluster",
@@ -19,6 +22,7 @@ __all__ = [
     "Operation",
     "OperationStep",
     "Organization",
+    "PairSecret",
     "SimulatedEffect",
     "SimulatedGate",
     "WebhookAttempt",

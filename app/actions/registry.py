@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.actions import simulated
+from app.actions import progress, simulated
 from app.actions.base import Action, ActionDeps, ActionFailed
 
 KINDS: dict[str, type[Action]] = {
@@ -25,6 +25,7 @@ def build(settings: dict[str, Any], deps: ActionDeps) -> Action:
 async def forget_pair(session: AsyncSession, cluster_id: str) -> None:
     """Remove what the actions kept about a pair that is being deleted."""
     await simulated.forget_pair(session, cluster_id)
+    await progress.forget_pair(session, cluster_id)
 
 
 async def no_secrets(cluster_id: str, name: str) -> str:

@@ -21,6 +21,16 @@ class Cluster(SQLModel, table=True):
     primary: dict[str, Any] = Field(sa_type=JSONType)
     secondary: dict[str, Any] = Field(sa_type=JSONType)
     driver: dict[str, Any] = Field(sa_type=JSONType)
+    # A plan of the pair's own ({"steps": [...], "failback_steps": [...]}), or None: the
+    # default plan, every step through `driver`.
+    plan: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
+    # Signs every runbook call (Standard Webhooks); the previous one also signs until
+    # `previous_runbook_secret_expires_at`, so a rotation breaks no runbook.
+    runbook_secret: str = Field(max_length=100)
+    previous_runbook_secret: str | None = Field(default=None, max_length=100)
+    previous_runbook_secret_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    rto_target_s: float | None = None
+    rpo_target_s: float | None = None
     deployments: list[Any] = Field(sa_type=JSONType)
     state: str = Field(max_length=32)
     active_region: str = Field(max_length=64)

@@ -19,7 +19,9 @@ from app.domain.states import ClusterState, allowed_actions
 from app.errors import Conflict, NotFound, OperationInProgress, PreconditionFailed
 from app.operations.models import IdempotencyRecord, Operation, OperationStep
 from app.pagination import page_by_creation
+from app.secrets.models import PairSecret
 from app.webhooks import fanout as webhook_outbox
+from app.webhooks import signing
 
 
 async def get(session: AsyncSession, org_id: str, cluster_id: str) -> Cluster:
@@ -55,6 +57,7 @@ async def create(session: AsyncSession, org_id: str, body: ClusterCreate) -> Clu
         deployments=[d.model_dump() for d in body.deployments],
         state=ClusterState.PRIMARY_ACTIVE.value,
         active_region=body.primary.region,
+        runbook_secret=signing.new_secret(),
     )
     session.add(cluster)
     try:
@@ -87,7 +90,18 @@ async def _last_operations(
 def _render(cluster: Cluster, operation: OperationView | None) -> ClusterOut:
     return ClusterOut.model_validate(
         {
-            **cluster.model_dump(exclude={"event_seq", "org_id"}),
+            **cluster.model_dump(
+                exclude={
+                    "event_seq",
+                    "org_id",
+                    "runbook_secret",
+                    "previous_runbook_secret",
+                    "previous_runbook_secret_expires_at",
+                    "plan",
+                    "rto_target_s",
+                    "rpo_target_s",
+                }
+            ),
             "needs_attention": operation is not None and operation.needs_attention,
             "allowed_actions": pair_actions(cluster.state, operation),
         }
@@ -177,6 +191,7 @@ async def remove(session: AsyncSession, org_id: str, cluster_id: str, if_match: 
     op_ids = select(col(Operation.id)).where(Operation.cluster_id == cluster_id)  # type: ignore[arg-type]
     await session.execute(delete(OperationStep).where(OperationStep.operation_id.in_(op_ids)))  # type: ignore[attr-defined]
     await actions.forget_pair(session, cluster_id)
+    await session.execute(delete(PairSecret).where(col(PairSecret.cluster_id) == cluster_id))
     await webhook_outbox.stop_pending(session, cluster_id)
     await session.execute(delete(Operation).where(Operation.cluster_id == cluster_id))  # type: ignore[arg-type]
     await session.execute(

@@ -49,6 +49,10 @@ class Operation(SQLModel, table=True):
     past_point_of_no_return: bool = False
     # Failed and left its pair mid-switch: an operator must retry it.
     needs_attention: bool = False
+    # From creation to the end of the step that switched traffic (DESIGN.md section 8).
+    measured_rto_s: float | None = None
+    # {"bytes", "seconds"} where an action measured it.
+    data_loss: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
     lease_owner: str | None = Field(default=None, max_length=100)
     lease_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     lease_epoch: int = 0
