@@ -16,7 +16,8 @@ install: $(BIN)/tandem
 
 # API and a worker in one process, on SQLite under .tandem/ and a private Redis.
 run: install
-	TANDEM_WEBHOOK_ALLOW_PRIVATE=$${TANDEM_WEBHOOK_ALLOW_PRIVATE:-1} $(BIN)/tandem serve
+	TANDEM_WEBHOOK_ALLOW_PRIVATE=$${TANDEM_WEBHOOK_ALLOW_PRIVATE:-1} \
+	TANDEM_ACTION_NETWORKS=$${TANDEM_ACTION_NETWORKS:-all} $(BIN)/tandem serve
 
 migrate: install
 	$(BIN)/tandem migrate

@@ -156,6 +156,8 @@ def stack_env(database_url: str, redis_url: str, tmp_root: Path) -> dict[str, st
         "TANDEM_RATE_LIMIT_PER_MINUTE": "100000",
         # Webhook receivers in the tests listen on loopback.
         "TANDEM_WEBHOOK_ALLOW_PRIVATE": "1",
+        # Runbooks and checks in the tests listen on loopback.
+        "TANDEM_ACTION_NETWORKS": "all",
         "TANDEM_DISPATCHER_LEASE_TTL_S": "3",
         # A quick retry schedule, and a short span before a dead endpoint is disabled.
         "TANDEM_WEBHOOK_RETRY_SCHEDULE_S": "[0.3, 0.6, 1, 2, 2, 2, 2, 2]",

@@ -24,7 +24,10 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 import httpx
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.outbound import Networks
 
 Output = dict[str, Any]
 # (pair id, secret name) -> its value; raises ActionFailed when it is not set.
@@ -56,6 +59,8 @@ class ActionDeps:
     sessions: async_sessionmaker[AsyncSession]
     http: httpx.AsyncClient
     secrets: SecretResolver
+    # What outbound calls of actions may reach (TANDEM_ACTION_NETWORKS).
+    networks: Networks = Networks.PRIVATE
 
 
 @dataclass(frozen=True)
@@ -75,10 +80,28 @@ class StepCall:
     source: dict[str, Any]
     target: dict[str, Any]
     deployments: list[dict[str, Any]]
+    # The pair's runbook secrets: the current one, and the previous one while it overlaps.
+    signing_secrets: tuple[str, ...] = ()
+
+    def placeholders(self) -> dict[str, str]:
+        """The values of the placeholders of DESIGN.md section 8 for this call."""
+        return {
+            "pair.name": self.cluster_name,
+            "pair.id": self.cluster_id,
+            "source.region": str(self.source.get("region", "")),
+            "source.name": str(self.source.get("name", "")),
+            "target.region": str(self.target.get("region", "")),
+            "target.name": str(self.target.get("name", "")),
+            "operation.id": self.operation_id,
+            "operation.kind": self.kind,
+            "operation.mode": self.mode,
+        }
 
 
 class Action(ABC):
     kind: ClassVar[str]
+    # Its settings' shape, checked when a plan is saved.
+    Settings: ClassVar[type[BaseModel]]
     # True for actions that change nothing (check, approval, ...): a step before the
     # point of no return needs an undo unless its action changes nothing.
     changes_nothing: ClassVar[bool] = False

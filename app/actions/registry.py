@@ -4,14 +4,40 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.actions import progress, simulated
+from app.actions import check, http, progress, simulated, templating
 from app.actions.base import Action, ActionDeps, ActionFailed
 
 KINDS: dict[str, type[Action]] = {
-    simulated.SimulatedAction.kind: simulated.SimulatedAction,
+    kind.kind: kind for kind in (simulated.SimulatedAction, http.HttpAction, check.CheckAction)
 }
+
+
+def settings_problems(settings: object) -> list[str]:
+    """What is wrong with one action's settings in a plan (empty: nothing)."""
+    if not isinstance(settings, dict):
+        return ['an action is an object {"kind": ..., ...}']
+    kind = settings.get("kind")
+    action = KINDS.get(kind) if isinstance(kind, str) else None
+    if action is None:
+        return [f"unknown action kind {kind!r} (known: {', '.join(sorted(KINDS))})"]
+    found = templating.problems({k: v for k, v in settings.items() if k != "kind"})
+    if found:
+        return found
+    try:
+        action.Settings.model_validate(settings)
+    except ValidationError as exc:
+        return [
+            f"{'.'.join(str(p) for p in err['loc']) or kind}: {err['msg']}" for err in exc.errors()
+        ]
+    return []
+
+
+def changes_nothing(settings: dict[str, Any]) -> bool:
+    action = KINDS.get(str(settings.get("kind")))
+    return action is not None and action.changes_nothing
 
 
 def build(settings: dict[str, Any], deps: ActionDeps) -> Action:

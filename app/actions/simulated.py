@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
+from pydantic import StringConstraints
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel, col
 
 from app.actions.base import Action, ActionFailed, NotYet, Output, StepCall
 from app.columns import JSONType, UTCDateTime, utcnow
+from app.common import Strict
 from app.db import unit_of_work
 
 # How often a gated call asks again.
@@ -72,8 +74,25 @@ def _outputs(call: StepCall) -> Output:
     }.get(call.step, {"step": call.step})
 
 
+Count = Annotated[int, Field(ge=0, le=1000)]
+StepKey = Annotated[str, StringConstraints(min_length=1, max_length=60)]
+
+
+class SimulatedSettings(Strict):
+    """Its settings in a plan's step (a pair's `driver` is checked by its own schema)."""
+
+    kind: Literal["simulated"]
+    step_delay_ms: int = Field(default=0, ge=0, le=600_000)
+    fail: dict[StepKey, Count] = Field(default_factory=dict)
+    fail_transient: dict[StepKey, Count] = Field(default_factory=dict)
+    fail_undo: dict[StepKey, Count] = Field(default_factory=dict)
+    gate: list[StepKey] = Field(default_factory=list, max_length=100)
+    hold: list[StepKey] = Field(default_factory=list, max_length=100)
+
+
 class SimulatedAction(Action):
     kind: ClassVar[str] = "simulated"
+    Settings = SimulatedSettings
 
     @property
     def _delay_s(self) -> float:

@@ -6,9 +6,15 @@ from fastapi import APIRouter, Header, Response
 
 from app.access.auth import Admin, Viewer
 from app.clusters import service as service
-from app.clusters.schemas import ClusterCreate, ClusterOut, ClusterPatch
+from app.clusters.schemas import (
+    ClusterCreate,
+    ClusterCreated,
+    ClusterOut,
+    ClusterPatch,
+    RunbookSecret,
+)
 from app.common import Page
-from app.deps import ClusterId, PageSize, PageToken, SessionDep
+from app.deps import ClusterId, ContextDep, PageSize, PageToken, SessionDep
 from app.problems import problems
 
 router = APIRouter(prefix="/v1/clusters", tags=["clusters"])
@@ -24,16 +30,17 @@ def _etag(response: Response, cluster: ClusterOut) -> ClusterOut:
 @router.post(
     "",
     status_code=201,
-    response_model=ClusterOut,
-    summary="Register a DR pair",
+    response_model=ClusterCreated,
+    summary="Register a DR pair (the body shows its runbook secret this once)",
     responses=problems(400, 409, 422),
 )
 async def create_cluster(
     body: ClusterCreate, session: SessionDep, response: Response, principal: Admin
-) -> ClusterOut:
+) -> ClusterCreated:
     cluster = await service.create(session, principal.org_id, body)
     response.headers["Location"] = f"/v1/clusters/{cluster.id}"
-    return _etag(response, await service.render(session, cluster))
+    out = _etag(response, await service.render(session, cluster))
+    return ClusterCreated(**out.model_dump(), runbook_secret=cluster.runbook_secret)
 
 
 @router.get(
@@ -88,3 +95,17 @@ async def delete_cluster(
 ) -> Response:
     await service.remove(session, principal.org_id, cluster_id, if_match)
     return Response(status_code=204)
+
+
+@router.post(
+    "/{cluster_id}/rotate-runbook-secret",
+    response_model=RunbookSecret,
+    summary="New runbook secret (shown this once); the old one keeps signing for 24 h",
+    responses=problems(404, 422),
+)
+async def rotate_runbook_secret(
+    cluster_id: ClusterId, session: SessionDep, principal: Admin, context: ContextDep
+) -> RunbookSecret:
+    return await service.rotate_runbook_secret(
+        session, principal.org_id, cluster_id, context.settings.webhook_secret_overlap_s
+    )

@@ -40,3 +40,11 @@ class Cluster(SQLModel, table=True):
     last_operation_id: str | None = Field(default=None, max_length=40)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+    def runbook_secrets(self) -> tuple[str, ...]:
+        """The secrets that sign runbook calls now: the current one, and the previous one
+        while its overlap lasts."""
+        previous, until = self.previous_runbook_secret, self.previous_runbook_secret_expires_at
+        if previous and until is not None and until > utcnow():
+            return (self.runbook_secret, previous)
+        return (self.runbook_secret,)

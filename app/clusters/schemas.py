@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
+from app.actions import registry as actions
+from app.actions import templating
 from app.common import Strict
 from app.domain.plans import MAX_TIMEOUT_S, STEP_NAMES
 from app.domain.states import ClusterState
@@ -48,21 +50,117 @@ class SimulatedDriver(Strict):
     hold: list[GateName] = Field(default_factory=list, max_length=14)
 
 
+StepId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+ActionSettings = dict[str, Any]
+
+
+class StepSpec(Strict):
+    """One step of a pair's own plan (DESIGN.md section 8)."""
+
+    name: StepId
+    action: ActionSettings | None = None
+    parallel: list[ActionSettings] | None = Field(default=None, min_length=1, max_length=20)
+    undo: ActionSettings | None = None
+    point_of_no_return: bool = False
+    skip_when_forced: bool = False
+    traffic_switched: bool = False
+    # What the step runs in a drill (DESIGN.md section 14), instead of `action`.
+    drill: ActionSettings | None = None
+    timeout_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S)
+    retries: int | None = Field(default=None, ge=0, le=20)
+
+    def actions(self) -> list[ActionSettings]:
+        return list(self.parallel) if self.parallel else [self.action or {}]
+
+
+def _step_problems(step: StepSpec) -> list[str]:
+    if (step.action is None) == (step.parallel is None):
+        return ["a step has one `action` or a `parallel` list"]
+    found = []
+    for settings in [
+        *step.actions(),
+        *([step.undo] if step.undo else []),
+        *([step.drill] if step.drill else []),
+    ]:
+        found.extend(actions.settings_problems(settings))
+    return found
+
+
+def _steps_problems(steps: list[StepSpec], which: str, *, needs_point: bool) -> None:
+    names = [step.name for step in steps]
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError(f"{which}: step {name!r} appears twice")
+    for step in steps:
+        found = _step_problems(step)
+        if found:
+            raise ValueError(f"{which}: step {step.name!r}: {found[0]}")
+    points = [step.name for step in steps if step.point_of_no_return]
+    if needs_point and len(points) != 1:
+        where = f" (steps {', '.join(repr(p) for p in points)})" if points else ""
+        raise ValueError(
+            f"{which}: exactly one step has point_of_no_return: true, not {len(points)}{where}"
+        )
+    if not needs_point and points:
+        raise ValueError(f"{which}: step {points[0]!r}: cleanup has no point of no return")
+    switched = [step.name for step in steps if step.traffic_switched]
+    if len(switched) > 1:
+        raise ValueError(f"{which}: step {switched[1]!r}: only one step has traffic_switched")
+    for step in steps:
+        if step.point_of_no_return or not needs_point:
+            break
+        if step.undo is None and not all(actions.changes_nothing(a) for a in step.actions()):
+            raise ValueError(
+                f"{which}: step {step.name!r} comes before the point of no return and "
+                "changes something: give it an `undo`"
+            )
+
+
+class Plan(Strict):
+    """A pair's own plan: `steps` (failback runs them with source and target swapped unless
+    `failback_steps` is given) and `cleanup` (run at the end of a drill)."""
+
+    steps: list[StepSpec] = Field(min_length=1, max_length=50)
+    failback_steps: list[StepSpec] | None = Field(default=None, min_length=1, max_length=50)
+    cleanup: list[StepSpec] | None = Field(default=None, max_length=50)
+
+    @model_validator(mode="after")
+    def _rules(self) -> Plan:
+        _steps_problems(self.steps, "steps", needs_point=True)
+        if self.failback_steps is not None:
+            _steps_problems(self.failback_steps, "failback_steps", needs_point=True)
+        if self.cleanup is not None:
+            _steps_problems(self.cleanup, "cleanup", needs_point=False)
+        return self
+
+    def secret_names(self) -> set[str]:
+        return templating.secret_names(self.model_dump(mode="json"))
+
+
 class Deployment(Strict):
     name: Name
+
+
+Objective = Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S)]
 
 
 class ClusterCreate(Strict):
     name: Name
     primary: Site
     secondary: Site
-    driver: SimulatedDriver = Field(default_factory=SimulatedDriver)
+    # A pair has a `driver` (the default plan, every step through it) or a `plan`.
+    driver: SimulatedDriver | None = None
+    plan: Plan | None = None
     deployments: list[Deployment] = Field(default_factory=list, max_length=500)
+    rto_target_s: Objective | None = None
+    rpo_target_s: Objective | None = None
 
     @model_validator(mode="after")
     def _two_regions(self) -> ClusterCreate:
         if self.primary.region == self.secondary.region:
             raise ValueError("primary and secondary must be in different regions")
+        if self.driver is not None and self.plan is not None:
+            raise ValueError("a pair has a `driver` or a `plan`, not both")
         return self
 
 
@@ -70,8 +168,18 @@ class ClusterPatch(Strict):
     """Settings that may change; the sites of a pair are fixed once registered."""
 
     name: Name | None = None
+    # Setting one of `driver` and `plan` clears the other.
     driver: SimulatedDriver | None = None
+    plan: Plan | None = None
     deployments: list[Deployment] | None = Field(default=None, max_length=500)
+    rto_target_s: Objective | None = None
+    rpo_target_s: Objective | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ClusterPatch:
+        if self.driver is not None and self.plan is not None:
+            raise ValueError("a pair has a `driver` or a `plan`, not both")
+        return self
 
 
 class ClusterOut(Strict):
@@ -79,8 +187,11 @@ class ClusterOut(Strict):
     name: str
     primary: Site
     secondary: Site
-    driver: SimulatedDriver
+    driver: SimulatedDriver | None
+    plan: Plan | None
     deployments: list[Deployment]
+    rto_target_s: float | None
+    rpo_target_s: float | None
     state: ClusterState
     active_region: str
     version: int
@@ -89,3 +200,17 @@ class ClusterOut(Strict):
     allowed_actions: list[str]
     created_at: datetime
     updated_at: datetime
+
+
+class ClusterCreated(ClusterOut):
+    """The 201 body: the pair, and its runbook secret, shown this once."""
+
+    runbook_secret: str
+
+
+class RunbookSecret(Strict):
+    """A new runbook secret, shown this once; the previous one also signs until
+    `previous_expires_at`."""
+
+    runbook_secret: str
+    previous_expires_at: datetime

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -11,7 +12,14 @@ from sqlmodel import col
 
 from app.actions import registry as actions
 from app.clusters.models import Cluster
-from app.clusters.schemas import ClusterCreate, ClusterOut, ClusterPatch
+from app.clusters.schemas import (
+    ClusterCreate,
+    ClusterOut,
+    ClusterPatch,
+    Plan,
+    RunbookSecret,
+    SimulatedDriver,
+)
 from app.columns import new_id, utcnow
 from app.domain.actions_allowed import OperationView, pair_actions
 from app.domain.plans import UNFINISHED, OperationStatus
@@ -46,6 +54,13 @@ async def locked(session: AsyncSession, org_id: str, cluster_id: str) -> Cluster
     return cluster
 
 
+def _driver(driver: SimulatedDriver | None, plan: Plan | None) -> dict[str, Any]:
+    """The stored driver: `{}` when the pair has a plan of its own."""
+    if plan is not None:
+        return {}
+    return (driver or SimulatedDriver()).model_dump(mode="json")
+
+
 async def create(session: AsyncSession, org_id: str, body: ClusterCreate) -> Cluster:
     cluster = Cluster(
         id=new_id("cl"),
@@ -53,7 +68,10 @@ async def create(session: AsyncSession, org_id: str, body: ClusterCreate) -> Clu
         name=body.name,
         primary=body.primary.model_dump(),
         secondary=body.secondary.model_dump(),
-        driver=body.driver.model_dump(mode="json"),
+        driver=_driver(body.driver, body.plan),
+        plan=body.plan.model_dump(mode="json", exclude_none=True) if body.plan else None,
+        rto_target_s=body.rto_target_s,
+        rpo_target_s=body.rpo_target_s,
         deployments=[d.model_dump() for d in body.deployments],
         state=ClusterState.PRIMARY_ACTIVE.value,
         active_region=body.primary.region,
@@ -97,11 +115,10 @@ def _render(cluster: Cluster, operation: OperationView | None) -> ClusterOut:
                     "runbook_secret",
                     "previous_runbook_secret",
                     "previous_runbook_secret_expires_at",
-                    "plan",
-                    "rto_target_s",
-                    "rpo_target_s",
+                    "driver",
                 }
             ),
+            "driver": cluster.driver if cluster.plan is None else None,
             "needs_attention": operation is not None and operation.needs_attention,
             "allowed_actions": pair_actions(cluster.state, operation),
         }
@@ -161,8 +178,16 @@ async def update(
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
     if changes.get("name") is None:
         changes.pop("name", None)
-    if "driver" in changes and body.driver is not None:
-        cluster.driver = body.driver.model_dump(mode="json")
+    if body.driver is not None:
+        cluster.driver, cluster.plan = _driver(body.driver, None), None
+    if body.plan is not None:
+        cluster.driver = {}
+        cluster.plan = body.plan.model_dump(mode="json", exclude_none=True)
+    # Explicit nulls clear an objective.
+    if "rto_target_s" in changes:
+        cluster.rto_target_s = body.rto_target_s
+    if "rpo_target_s" in changes:
+        cluster.rpo_target_s = body.rpo_target_s
     if "deployments" in changes and body.deployments is not None:
         cluster.deployments = [d.model_dump() for d in body.deployments]
     if "name" in changes:
@@ -199,3 +224,20 @@ async def remove(session: AsyncSession, org_id: str, cluster_id: str, if_match: 
     )
     await session.delete(cluster)
     await session.flush()
+
+
+async def rotate_runbook_secret(
+    session: AsyncSession, org_id: str, cluster_id: str, overlap_s: float
+) -> RunbookSecret:
+    """A new secret signs runbook calls from now on; the old one too, for `overlap_s`."""
+    cluster = await locked(session, org_id, cluster_id)
+    now = utcnow()
+    cluster.previous_runbook_secret = cluster.runbook_secret
+    cluster.previous_runbook_secret_expires_at = now + timedelta(seconds=overlap_s)
+    cluster.runbook_secret = signing.new_secret()
+    cluster.updated_at = now
+    await session.flush()
+    return RunbookSecret(
+        runbook_secret=cluster.runbook_secret,
+        previous_expires_at=cluster.previous_runbook_secret_expires_at,
+    )

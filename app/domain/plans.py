@@ -73,6 +73,8 @@ class StepPlan:
     undo: dict[str, Any] | None = None
     point_of_no_return: bool = False
     skip_when_forced: bool = False
+    # Its end is when traffic moved: measured_rto_s counts up to it.
+    traffic_switched: bool = False
     timeout_s: float = DEFAULT_TIMEOUT_S["simulated"]
     retries: int = DEFAULT_RETRIES
     # A step with several actions runs them all at once (`parallel` in a plan).
@@ -125,10 +127,38 @@ def default_plan(driver: dict[str, Any]) -> list[StepPlan]:
                 undo=dict(driver) if before else None,
                 point_of_no_return=name == POINT_OF_NO_RETURN,
                 skip_when_forced=skip_when_forced,
+                traffic_switched=name == "switch_traffic",
                 timeout_s=float(timeouts.get(name, fallback)),
             )
         )
     return steps
+
+
+def _step(spec: dict[str, Any]) -> StepPlan:
+    actions = list(spec.get("parallel") or []) or [spec["action"]]
+    kinds = [str(a.get("kind")) for a in actions]
+    timeout = spec.get("timeout_s") or max(DEFAULT_TIMEOUT_S.get(k, 300) for k in kinds)
+    return StepPlan(
+        name=spec["name"],
+        action=actions[0],
+        undo=spec.get("undo"),
+        point_of_no_return=bool(spec.get("point_of_no_return")),
+        skip_when_forced=bool(spec.get("skip_when_forced")),
+        traffic_switched=bool(spec.get("traffic_switched")),
+        timeout_s=float(timeout),
+        retries=int(spec["retries"]) if spec.get("retries") is not None else DEFAULT_RETRIES,
+        parallel=tuple(spec.get("parallel") or ()),
+    )
+
+
+def plan_for(driver: dict[str, Any], plan: dict[str, Any] | None, kind: str) -> list[StepPlan]:
+    """The steps an operation of `kind` runs on a pair: its own plan (failback runs
+    `failback_steps` if given, else `steps` with source and target swapped) or the
+    default plan through its driver."""
+    if not plan:
+        return default_plan(driver)
+    specs = plan.get("failback_steps") if kind == OperationKind.FAILBACK else None
+    return [_step(spec) for spec in specs or plan["steps"]]
 
 
 def reversible(plan: list[StepPlan]) -> list[bool]:

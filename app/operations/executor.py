@@ -36,7 +36,7 @@ from app.domain.plans import (
     OperationStatus,
     StepPlan,
     StepStatus,
-    default_plan,
+    plan_for,
 )
 from app.domain.progress import (
     Call,
@@ -266,7 +266,7 @@ class Executor:
             plan = (
                 [StepPlan.from_dict(s) for s in operation.plan]
                 if operation.plan
-                else default_plan(cluster.driver)
+                else plan_for(cluster.driver, cluster.plan, operation.kind)
             )
             run = _Run(operation=operation, cluster=cluster, steps=steps, plan=plan)
             await self._hold(session, run)
@@ -296,6 +296,7 @@ class Executor:
             source=dict(source),
             target=dict(target),
             deployments=list(cluster.deployments),
+            signing_secrets=cluster.runbook_secrets(),
         )
 
     async def _call(self, run: _Run, index: int, phase: str) -> Outcome:

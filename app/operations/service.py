@@ -22,8 +22,8 @@ from app.domain.plans import (
     OperationKind,
     OperationStatus,
     StepStatus,
-    default_plan,
     initial_status,
+    plan_for,
     reversible,
 )
 from app.domain.states import ClusterState, TransitionRefused, allowed_actions, next_state
@@ -61,7 +61,7 @@ async def start(
     except TransitionRefused:
         raise refused(state.value, kind.value) from None
 
-    plan = default_plan(cluster.driver)
+    plan = plan_for(cluster.driver, cluster.plan, kind)
     operation = Operation(
         id=new_id("op"),
         cluster_id=cluster.id,

@@ -107,7 +107,11 @@ async def test_get_returns_the_pair_with_its_etag(client: httpx.AsyncClient) -> 
     response = await client.get(f"/v1/clusters/{created['id']}")
     assert response.status_code == 200, response.text
     assert response.headers["etag"] == f'"{created["version"]}"'
+    # The runbook secret is shown once, in the 201 body, and never again.
+    secret = created.pop("runbook_secret")
+    assert secret.startswith("whsec_")
     assert response.json() == created
+    assert secret not in response.text
 
 
 async def test_list_page_size_one_walks_every_item_exactly_once(
