@@ -3,6 +3,7 @@ worker processes, PostgreSQL or SQLite and Redis (DESIGN.md section 8)."""
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -10,9 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.helpers import pair_body, start_ok, wait_done
+from tests.helpers import operation_row, pair_body, start_ok, wait_done, wait_for
 from tests.runbook import Call, Reply, Runbook
+from tests.stack import Stack
 
 
 @pytest.fixture
@@ -226,3 +229,50 @@ async def test_a_timeout_past_the_point_of_no_return_needs_attention(
         release.set()
     assert operation["status"] == "failed" and operation["needs_attention"] is True
     assert step_of(operation, "switch")["error"]["code"] == "step_timed_out"
+
+
+async def test_a_worker_killed_while_polling_leaves_the_next_one_polling_the_same_url(
+    client: httpx.AsyncClient,
+    runbook: Runbook,
+    live_stack: Stack,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    first_poll, release = threading.Event(), threading.Event()
+    polls = 0
+
+    def answer(call: Call) -> Reply:
+        nonlocal polls
+        if call.method == "POST" and call.path == "/promote":
+            return Reply(202, {}, {"Location": "/jobs/7", "Retry-After": "0.2"})
+        if call.method == "GET" and call.path == "/jobs/7":
+            polls += 1
+            if polls == 1:
+                first_poll.set()
+                # The worker waits inside this poll, holding the operation, until killed.
+                return Reply(200, {"status": "running"}, hold=release)
+            return Reply(200, {"status": "succeeded", "output": {"promoted": True}})
+        return Reply()
+
+    runbook.answer = answer
+    pair = await create_planned(client, runbook_plan(runbook))
+    started = await start_ok(client, pair["id"])
+    try:
+        await wait_for(lambda: _is_set(first_poll), timeout_s=60)
+        owner = (await operation_row(sessions, started["id"])).lease_owner
+        assert owner is not None
+        live_stack.worker_by_pid(int(owner.split(":")[1])).kill(signal.SIGKILL)
+    finally:
+        release.set()
+    live_stack.ensure_workers()
+    operation = await wait_done(client, started["id"], timeout_s=90)
+    assert operation["status"] == "succeeded", [s["error"] for s in operation["steps"]]
+    assert step_of(operation, "promote")["output"] == {"promoted": True}
+    # The runbook was started once; the worker that took over polled the same URL.
+    assert len(runbook.of("POST", "/promote")) == 1
+    assert len(runbook.of("GET", "/jobs/7")) >= 2
+    keys = {c.headers["idempotency-key"] for c in runbook.of(path="/jobs/7")}
+    assert keys == {f"{started['id']}:promote:1"}
+
+
+async def _is_set(event: threading.Event) -> bool:
+    return event.is_set()
