@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from app.outbound import Networks
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TANDEM_", extra="ignore")
+    # A refused setting is named, never echoed: it may be a key or a database password.
+    model_config = SettingsConfigDict(
+        env_prefix="TANDEM_", extra="ignore", hide_input_in_errors=True
+    )
 
     data_dir: Path = Path(".tandem")
     host: str = "127.0.0.1"
@@ -22,6 +25,11 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     bootstrap_token: str | None = None
     webhook_allow_private: bool = False
+    # Fernet keys (url-safe base64 of 32 bytes), comma-separated, that encrypt pair secrets:
+    # the first encrypts, every one decrypts, so a key is rotated by putting a new one first
+    # and running `tandem secrets rotate` (app/secrets/crypto.py). Unset: DATA_DIR/secret-key,
+    # generated on the first start (mode 0600) and reused.
+    secret_key: SecretStr | None = None
 
     # The Redis keys and pub/sub channels Tandem names start with `<redis_prefix>:`; pub/sub
     # ignores the database number, so deployments sharing a Redis need prefixes of their
@@ -66,9 +74,6 @@ class Settings(BaseSettings):
     # An endpoint whose attempts have all failed for this long is disabled.
     webhook_disable_after_s: float = Field(default=3 * 24 * 3600, gt=0)
     webhook_secret_overlap_s: float = 24 * 3600
-    # What runbook hooks and checks may reach: public, private (and public) or all
-    # (loopback too). Link-local addresses (cloud metadata) are refused whatever it says.
-    action_networks: Networks = Networks.PRIVATE
     pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
     dispatcher_lease_ttl_s: float = Field(default=6.0, gt=0.5)
 
@@ -81,6 +86,21 @@ class Settings(BaseSettings):
             return "postgresql+asyncpg://" + value.split("://", 1)[1]
         if value.startswith("sqlite:///"):
             return "sqlite+aiosqlite:///" + value.split(":///", 1)[1]
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        keys = value.get_secret_value().split(",")
+        for n, key in enumerate(keys, 1):
+            if not fernet_key(key.strip()):
+                where = f"key {n} of {len(keys)}" if len(keys) > 1 else "it"
+                raise ValueError(
+                    f"TANDEM_SECRET_KEY: {where} is not a Fernet key (32 bytes in url-safe "
+                    "base64, 44 characters; make one with `tandem secrets new-key`)"
+                )
         return value
 
     @model_validator(mode="after")
@@ -97,6 +117,14 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'tandem.db').resolve()}"
+
+
+def fernet_key(text: str) -> bool:
+    """Whether `text` is a Fernet key: 32 bytes in url-safe base64."""
+    try:
+        return len(base64.urlsafe_b64decode(text.encode("ascii"))) == 32 and len(text) == 44
+    except (binascii.Error, ValueError):
+        return False
 
 
 @lru_cache

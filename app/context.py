@@ -17,6 +17,8 @@ from app.events.capacity import StreamSlots
 from app.events.hub import EventHub
 from app.events.notify import Notifier, events_channel
 from app.queue import enqueue_run
+from app.secrets import crypto
+from app.secrets.service import SecretStore
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class Context:
     # API processes start the hub (app.main); its live streams read through it.
     hub: EventHub
     slots: StreamSlots
+    # Pair secrets for actions (the SecretResolver of app.actions.base) and readiness.
+    secrets: SecretStore
 
     async def enqueue(
         self, operation_id: str, lease_epoch: int, at: datetime | None = None
@@ -51,6 +55,8 @@ def redis_settings(settings: Settings) -> RedisSettings:
 
 
 async def build_context(settings: Settings) -> Context:
+    # First: a key that cannot be read stops the start before anything is opened.
+    keys = crypto.cipher(settings)
     engine = create_engine(settings.resolved_database_url())
     redis = await create_pool(redis_settings(settings), default_queue_name=settings.queue_name)
     # Sessions carry Redis so that a commit which appends events can announce it.
@@ -69,4 +75,5 @@ async def build_context(settings: Settings) -> Context:
         http=outbound.client(limits=httpx.Limits(max_connections=200)),
         hub=EventHub(sessions, notifier),
         slots=StreamSlots(settings.streams_per_token, settings.streams_per_process),
+        secrets=SecretStore(sessions, keys),
     )

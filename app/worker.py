@@ -16,7 +16,6 @@ from arq.worker import Worker
 
 import app.tables  # noqa: F401  (every table on the metadata: foreign keys need them all)
 from app import retention
-from app.actions import registry as actions
 from app.actions.base import ActionDeps
 from app.config import Settings
 from app.context import build_context, redis_settings
@@ -58,7 +57,7 @@ async def startup(ctx: dict[str, Any]) -> None:
 
     ctx["executor"] = Executor(
         context.sessions,
-        ActionDeps(sessions=context.sessions, http=context.http, secrets=actions.no_secrets),
+        ActionDeps(sessions=context.sessions, http=context.http, secrets=context.secrets),
         owner=owner,
         lease_ttl_s=settings.lease_ttl_s,
         notify=notify,

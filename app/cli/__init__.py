@@ -28,6 +28,26 @@ def _logging(settings: Settings) -> None:
         handler.addFilter(RequestIdFilter())
 
 
+def _settings() -> Settings:
+    """The settings, or a usage error naming the one that is wrong (never its value)."""
+    from pydantic import ValidationError
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid settings: {exc}") from None
+
+
+def _check_secret_key(settings: Settings) -> None:
+    """Refuse to start, with one line, when the key of pair secrets cannot be had."""
+    from app.secrets import crypto
+
+    try:
+        crypto.load_keys(settings)
+    except crypto.SecretKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _start_embedded_redis(server: EmbeddedRedis) -> None:
     """Start the private Redis and point this process's settings at it."""
     url = server.start()
@@ -63,7 +83,7 @@ def main() -> None:
 @main.command()
 def migrate() -> None:
     """Bring the database schema to the latest revision."""
-    settings = get_settings()
+    settings = _settings()
     _logging(settings)
     _migrate(settings)
     click.echo("database at the latest revision", err=True)
@@ -92,8 +112,9 @@ def serve(
 
     from app.main import create_app
 
-    settings = get_settings()
+    settings = _settings()
     _logging(settings)
+    _check_secret_key(settings)
     # uvicorn handles SIGTERM and SIGINT while it serves, restores these handlers when it
     # has shut down, and raises the signal again: with the default handler, SIGTERM would
     # end the process right there and the embedded Redis would outlive it.
@@ -141,13 +162,14 @@ def worker() -> None:
     """Run a worker: carries out operations, sweeps for unfinished ones."""
     from app.worker import build_worker
 
-    settings = get_settings()
+    settings = _settings()
     _logging(settings)
     if settings.embedded_redis:
         raise click.UsageError(
             "a separate worker needs TANDEM_REDIS_URL; `tandem serve` runs one in-process "
             "on the embedded default"
         )
+    _check_secret_key(settings)
     build_worker(settings, health_port=settings.worker_health_port).run()
 
 
@@ -158,7 +180,7 @@ def _run_in_session(work):  # type: ignore[no-untyped-def]
     from app.db import create_engine, session_factory, unit_of_work
 
     async def run():  # type: ignore[no-untyped-def]
-        engine = create_engine(get_settings().resolved_database_url())
+        engine = create_engine(_settings().resolved_database_url())
         try:
             async with unit_of_work(session_factory(engine)) as session:
                 return await work(session)
@@ -224,3 +246,49 @@ def orgs_create(name: str) -> None:
     org, secret = _run_in_session(work)
     click.echo(f"organization {org.name!r} ({org.id}); its first admin token:", err=True)
     click.echo(secret)
+
+
+@main.group("secrets")
+def secrets_group() -> None:
+    """The key that encrypts pair secrets (TANDEM_SECRET_KEY)."""
+
+
+@secrets_group.command("new-key")
+def secrets_new_key() -> None:
+    """Print a new Fernet key, for TANDEM_SECRET_KEY."""
+    from app.secrets import crypto
+
+    click.echo(crypto.new_key())
+
+
+@secrets_group.command("rotate")
+def secrets_rotate() -> None:
+    """Re-encrypt every pair secret with the first key of TANDEM_SECRET_KEY.
+
+    Put the new key first and keep the old ones after it (and restart the servers) before
+    running it; drop the old keys once it has finished."""
+    import asyncio
+
+    from app.db import create_engine, session_factory
+    from app.secrets import crypto
+    from app.secrets import service as secrets_service
+
+    settings = _settings()
+    _logging(settings)
+
+    async def run() -> tuple[int, list[tuple[str, str]]]:
+        keys = crypto.cipher(settings)
+        engine = create_engine(settings.resolved_database_url())
+        try:
+            return await secrets_service.rotate(session_factory(engine), keys)
+        finally:
+            await engine.dispose()
+
+    done, unreadable = asyncio.run(run())
+    click.echo(f"{done} secrets re-encrypted with the first key", err=True)
+    if unreadable:
+        for cluster_id, name in unreadable:
+            click.echo(f"cannot decrypt secret {name!r} of pair {cluster_id}", err=True)
+        raise click.ClickException(
+            f"{len(unreadable)} secrets were put with a key TANDEM_SECRET_KEY no longer holds"
+        )

@@ -66,6 +66,13 @@ class World:
         page = (await self.admin.get(f"/v1/webhooks/{endpoint}/deliveries")).json()
         return endpoint, page["items"][0]["id"]
 
+    async def secret(self) -> str:
+        """The path of a secret put on a new pair."""
+        at = f"/v1/clusters/{await self.cluster()}/secrets/token"
+        response = await self.admin.put(at, json={"value": "matrix"})
+        assert response.status_code == 201, response.text
+        return at
+
     async def token(self) -> str:
         body = {"name": f"t-{uuid.uuid4().hex[:6]}", "role": "viewer"}
         response = await self.admin.post("/v1/tokens", json=body)
@@ -110,6 +117,22 @@ async def _failback(w: World) -> Call:
 
 async def _cluster_events(w: World) -> Call:
     return Call("GET", f"/v1/clusters/{await w.cluster()}/events")
+
+
+async def _put_secret(w: World) -> Call:
+    return Call("PUT", f"/v1/clusters/{await w.cluster()}/secrets/token", json={"value": "v"})
+
+
+async def _list_secrets(w: World) -> Call:
+    return Call("GET", (await w.secret()).rsplit("/", 1)[0])
+
+
+async def _get_secret(w: World) -> Call:
+    return Call("GET", await w.secret())
+
+
+async def _delete_secret(w: World) -> Call:
+    return Call("DELETE", await w.secret())
 
 
 async def _get_operation(w: World) -> Call:
@@ -217,6 +240,10 @@ MATRIX: dict[tuple[str, str], tuple[str, Build, set[int]]] = {
     ("POST", "/v1/clusters/{cluster_id}/failover"): ("operator", _failover, {202}),
     ("POST", "/v1/clusters/{cluster_id}/failback"): ("operator", _failback, {202}),
     ("GET", "/v1/clusters/{cluster_id}/events"): ("viewer", _cluster_events, {200}),
+    ("PUT", "/v1/clusters/{cluster_id}/secrets/{name}"): ("admin", _put_secret, {201}),
+    ("GET", "/v1/clusters/{cluster_id}/secrets"): ("viewer", _list_secrets, {200}),
+    ("GET", "/v1/clusters/{cluster_id}/secrets/{name}"): ("viewer", _get_secret, {200}),
+    ("DELETE", "/v1/clusters/{cluster_id}/secrets/{name}"): ("admin", _delete_secret, {204}),
     ("GET", "/v1/operations/{operation_id}"): ("viewer", _get_operation, {200}),
     ("GET", "/v1/operations"): ("viewer", _list_operations, {200}),
     ("POST", "/v1/operations/{operation_id}/cancel"): ("operator", _cancel, {202}),
