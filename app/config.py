@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.outbound import Networks
+
 
 class Settings(BaseSettings):
     # A refused setting is named, never echoed: it may be a key or a database password.
@@ -74,6 +76,9 @@ class Settings(BaseSettings):
     # An endpoint whose attempts have all failed for this long is disabled.
     webhook_disable_after_s: float = Field(default=3 * 24 * 3600, gt=0)
     webhook_secret_overlap_s: float = 24 * 3600
+    # What runbook hooks and checks may reach: public, private (and public) or all
+    # (loopback too). Link-local addresses (cloud metadata) are refused whatever it says.
+    action_networks: Networks = Networks.PRIVATE
     pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
     dispatcher_lease_ttl_s: float = Field(default=6.0, gt=0.5)
 
