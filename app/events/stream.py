@@ -61,16 +61,29 @@ async def frames(
                 yield sse_frame(event).text
             if len(batch) < BATCH or batch[-1].position >= live:
                 break
+        queue = subscription.queue
         while True:
-            if subscription.closed and subscription.queue.empty():
+            if subscription.closed and queue.empty():
                 return
-            try:
-                frame = await asyncio.wait_for(subscription.queue.get(), KEEPALIVE_S)
-            except TimeoutError:
-                yield ": keepalive\n\n"
-                continue
+            if queue.empty():
+                # A timer per wait is costly with thousands of streams: only when idle.
+                try:
+                    frame = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                except TimeoutError:
+                    yield ": keepalive\n\n"
+                    continue
+            else:
+                frame = queue.get_nowait()
+            # Whatever is queued already goes out in one write.
+            chunk: list[str] = []
+            while frame is not None:
+                if frame.cursor > cursor:
+                    cursor = frame.cursor
+                    chunk.append(frame.text)
+                if queue.empty():
+                    break
+                frame = queue.get_nowait()
+            if chunk:
+                yield "".join(chunk)
             if frame is None:
                 return
-            if frame.cursor > cursor:
-                cursor = frame.cursor
-                yield frame.text
