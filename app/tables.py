@@ -1,6 +1,7 @@
 """Every table of every capability, for Alembic and for tests that need the metadata."""
 
 from app.access.models import ApiToken, AuditRecord, Organization
+from app.actions.approval import Decision
 from app.actions.progress import ActionProgress
 from app.actions.simulated import SimulatedEffect, SimulatedGate
 from app.clusters.models import Cluster
@@ -16,6 +17,7 @@ __all__ = [
     "AuditRecord",
     "Cluster",
     "Counter",
+    "Decision",
     "Event",
     "IdempotencyRecord",
     "Lease",

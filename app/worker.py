@@ -57,7 +57,12 @@ async def startup(ctx: dict[str, Any]) -> None:
 
     ctx["executor"] = Executor(
         context.sessions,
-        ActionDeps(sessions=context.sessions, http=context.http, secrets=context.secrets),
+        ActionDeps(
+            sessions=context.sessions,
+            http=context.http,
+            secrets=context.secrets,
+            networks=settings.action_networks,
+        ),
         owner=owner,
         lease_ttl_s=settings.lease_ttl_s,
         notify=notify,

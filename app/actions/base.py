@@ -40,6 +40,8 @@ class NotYet:
 
     at: datetime
     detail: str | None = None
+    # Waiting for a person's decision (the step shows `waiting`), not for a system.
+    waiting: bool = False
 
 
 class ActionFailed(Exception):

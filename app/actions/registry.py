@@ -5,13 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
-from app.actions import check, http, progress, simulated, templating
+from app.actions import approval, check, http, progress, simulated, templating
 from app.actions.base import Action, ActionDeps, ActionFailed
 
 KINDS: dict[str, type[Action]] = {
-    kind.kind: kind for kind in (simulated.SimulatedAction, http.HttpAction, check.CheckAction)
+    kind.kind: kind
+    for kind in (
+        simulated.SimulatedAction,
+        http.HttpAction,
+        check.CheckAction,
+        approval.ApprovalAction,
+    )
 }
 
 
@@ -52,8 +60,6 @@ async def forget_pair(session: AsyncSession, cluster_id: str) -> None:
     """Remove what the actions kept about a pair that is being deleted."""
     await simulated.forget_pair(session, cluster_id)
     await progress.forget_pair(session, cluster_id)
-
-
-async def no_secrets(cluster_id: str, name: str) -> str:
-    """The secret resolver until secrets can be stored: every secret is missing."""
-    raise ActionFailed(f"secret {name!r} is not set on pair {cluster_id}")
+    await session.execute(
+        delete(approval.Decision).where(col(approval.Decision.cluster_id) == cluster_id)
+    )

@@ -77,6 +77,8 @@ def _step_problems(step: StepSpec) -> list[str]:
     if (step.action is None) == (step.parallel is None):
         return ["a step has one `action` or a `parallel` list"]
     found = []
+    if step.parallel and any(a.get("kind") == "approval" for a in step.parallel):
+        found.append("an approval waits for a person: it cannot be part of `parallel`")
     for settings in [
         *step.actions(),
         *([step.undo] if step.undo else []),

@@ -13,7 +13,7 @@ from app.deps import ClusterId, ContextDep, OperationId, PageSize, PageToken, Se
 from app.domain.plans import OperationKind, OperationStatus
 from app.operations import idempotency, waiting
 from app.operations import service as service
-from app.operations.schemas import OperationOut, OperationRequest
+from app.operations.schemas import Decision, OperationOut, OperationRequest
 from app.problems import problems
 
 router = APIRouter(tags=["operations"])
@@ -211,3 +211,61 @@ async def retry_operation(
     operation = await service.retry(session, context.enqueue, principal.org_id, operation_id)
     response.headers["Location"] = f"/v1/operations/{operation.id}"
     return service.render(operation, await service.steps_of(session, operation.id))
+
+
+async def _decide(
+    approved: bool,
+    operation_id: str,
+    body: Decision | None,
+    session: SessionDep,
+    context: ContextDep,
+    response: Response,
+    principal: Operator,
+) -> OperationOut:
+    operation = await service.decide(
+        session,
+        context.enqueue,
+        principal,
+        operation_id,
+        approved,
+        body.comment if body is not None else None,
+    )
+    response.headers["Location"] = f"/v1/operations/{operation.id}"
+    return service.render(operation, await service.steps_of(session, operation.id))
+
+
+@router.post(
+    "/v1/operations/{operation_id}/approve",
+    status_code=202,
+    response_model=OperationOut,
+    summary="Approve the step that waits for a person; the operation goes on",
+    responses=problems(403, 404, 409, 422),
+)
+async def approve_operation(
+    operation_id: OperationId,
+    session: SessionDep,
+    context: ContextDep,
+    response: Response,
+    principal: Operator,
+    body: Decision | None = None,
+) -> OperationOut:
+    return await _decide(True, operation_id, body, session, context, response, principal)
+
+
+@router.post(
+    "/v1/operations/{operation_id}/reject",
+    status_code=202,
+    response_model=OperationOut,
+    summary="Reject the step that waits for a person: before the point of no return the "
+    "operation rolls back and ends cancelled; past it, it fails and needs attention",
+    responses=problems(403, 404, 409, 422),
+)
+async def reject_operation(
+    operation_id: OperationId,
+    session: SessionDep,
+    context: ContextDep,
+    response: Response,
+    principal: Operator,
+    body: Decision | None = None,
+) -> OperationOut:
+    return await _decide(False, operation_id, body, session, context, response, principal)

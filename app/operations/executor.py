@@ -303,6 +303,8 @@ class Executor:
         """Call the step's action(s); transient failures are retried with the same key,
         with backoff, inside the deadline."""
         spec = run.plan[index]
+        if phase == "undo" and spec.undo is None:
+            return {}  # a step that changes nothing (a check, an approval) has nothing to undo
         settings = spec.actions() if phase == "do" else [spec.undo or {}]
         items: list[int | None] = [None] if len(settings) == 1 else list(range(len(settings)))
         calls = [self._call_for(run, index, phase, item) for item in items]
@@ -460,14 +462,29 @@ class Executor:
             run.steps[index].status = StepStatus.SUCCEEDED.value
 
     async def _park(self, run: _Run, index: int, not_yet: NotYet) -> None:
-        """The step asked to be called again later: remember when, in the row."""
+        """The step asked to be called again later: remember when, in the row. A step
+        that waits for a person shows `waiting`, and asks for one once."""
+        step = run.steps[index]
+        events: Events = []
         async with unit_of_work(self._sessions) as session:
             await self._hold(session, run)
             if run.operation.status == OperationStatus.CANCELLING.value:
                 return  # a cancel came in meanwhile: roll back now instead of waiting
-            await self._set_operation(
-                session, run, wake_at=wake_time(not_yet.at, run.steps[index].deadline_at)
-            )
+            if not_yet.waiting and step.status != StepStatus.WAITING.value:
+                await self._set_step(session, run, index, events, status=StepStatus.WAITING.value)
+                deadline = step.deadline_at.isoformat() if step.deadline_at else None
+                events.append(
+                    (
+                        "operation.approval_requested",
+                        {
+                            "operation_id": run.operation.id,
+                            "step": step.name,
+                            "timeout_at": deadline,
+                        },
+                    )
+                )
+            await self._set_operation(session, run, wake_at=wake_time(not_yet.at, step.deadline_at))
+            await self._emit(session, run, events)
 
     async def _fail(self, run: _Run, index: int, failure: Failure) -> None:
         step = run.steps[index]

@@ -34,6 +34,16 @@ class StepOut(Strict):
     output: dict[str, Any] | None
 
 
+class AwaitingApproval(Strict):
+    step: str
+    since: datetime | None
+    timeout_at: datetime | None
+
+
+class Decision(Strict):
+    comment: Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)] | None = None
+
+
 class Progress(Strict):
     completed_steps: int
     total_steps: int
@@ -54,6 +64,12 @@ class OperationOut(Strict):
     reason: str | None
     requested_by: str | None
     needs_attention: bool
+    # Set while a step waits for a person: POST .../approve or .../reject.
+    awaiting_approval: AwaitingApproval | None = None
+    # From creation to the end of the step that switched traffic.
+    measured_rto_s: float | None = None
+    # {"bytes", "seconds"} where an action measured it.
+    data_loss: dict[str, Any] | None = None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.access.auth import Principal
+from app.actions.approval import Decision
+from app.actions.base import call_key
 from app.clusters import service as cluster_service
 from app.clusters.models import Cluster
 from app.clusters.transitions import apply_transition, emit_event
@@ -21,15 +25,29 @@ from app.domain.plans import (
     Mode,
     OperationKind,
     OperationStatus,
+    StepPlan,
     StepStatus,
     initial_status,
     plan_for,
     reversible,
 )
 from app.domain.states import ClusterState, TransitionRefused, allowed_actions, next_state
-from app.errors import InvalidTransition, NotFound, OperationInProgress, PointOfNoReturn
+from app.errors import (
+    Conflict,
+    Forbidden,
+    InvalidTransition,
+    NotFound,
+    OperationInProgress,
+    PointOfNoReturn,
+)
 from app.operations.models import Operation, OperationStep
-from app.operations.schemas import OperationOut, OperationRequest, Progress, StepOut
+from app.operations.schemas import (
+    AwaitingApproval,
+    OperationOut,
+    OperationRequest,
+    Progress,
+    StepOut,
+)
 from app.pagination import page_by_creation
 
 Enqueue = Callable[[str, int], Awaitable[None]]
@@ -264,6 +282,16 @@ def render(operation: Operation, steps: list[OperationStep]) -> OperationOut:
         reason=operation.reason,
         requested_by=operation.requested_by,
         needs_attention=operation.needs_attention,
+        awaiting_approval=next(
+            (
+                AwaitingApproval(step=s.name, since=s.started_at, timeout_at=s.deadline_at)
+                for s in steps
+                if s.status == StepStatus.WAITING.value
+            ),
+            None,
+        ),
+        measured_rto_s=operation.measured_rto_s,
+        data_loss=operation.data_loss,
         created_at=operation.created_at,
         started_at=operation.started_at,
         finished_at=operation.finished_at,
@@ -320,3 +348,72 @@ async def list_operations(
 
 def is_unfinished(status: str) -> bool:
     return OperationStatus(status) in UNFINISHED
+
+
+async def decide(
+    session: AsyncSession,
+    enqueue: Enqueue,
+    principal: Principal,
+    operation_id: str,
+    approved: bool,
+    comment: str | None,
+) -> Operation:
+    """Approve or reject the step that waits for a person, and wake the operation.
+
+    A rejection before the point of no return cancels the operation (it rolls back and
+    ends `cancelled`); past it, the step fails and the operation needs attention."""
+    operation = await get(session, principal.org_id, operation_id)
+    # Locked, so that two decisions, or a decision and a cancel, take turns.
+    await session.execute(
+        select(col(Operation.id)).where(col(Operation.id) == operation_id).with_for_update()
+    )
+    operation = await get(session, principal.org_id, operation_id)
+    steps = await steps_of(session, operation_id)
+    waiting = next((s for s in steps if s.status == StepStatus.WAITING.value), None)
+    if operation.done or operation.status != OperationStatus.RUNNING.value or waiting is None:
+        raise InvalidTransition(
+            f"operation is {operation.status} and no step waits for an approval",
+            operation_status=operation.status,
+        )
+    spec = next(
+        (StepPlan.from_dict(p) for p in operation.plan or [] if p["name"] == waiting.name), None
+    )
+    two_person = bool(spec and spec.action.get("two_person"))
+    if two_person and (operation.requested_by or "").endswith(f"({principal.token_id})"):
+        raise Forbidden(
+            "this step needs a second person: the token that started the operation "
+            "cannot approve or reject it"
+        )
+    key = call_key(operation.id, waiting.name, "do", max(waiting.attempts, 1), None)
+    session.add(
+        Decision(
+            idempotency_key=key,
+            cluster_id=operation.cluster_id,
+            operation_id=operation.id,
+            step=waiting.name,
+            approved=approved,
+            decided_by=principal.actor,
+            comment=comment,
+        )
+    )
+    try:
+        await session.flush()
+    except IntegrityError:
+        raise Conflict("this step has already been decided") from None
+    values: dict[str, Any] = {"wake_at": None, "updated_at": utcnow()}
+    if not approved and not operation.past_point_of_no_return:
+        values["status"] = OperationStatus.CANCELLING.value
+    await session.execute(
+        update(Operation)
+        .where(col(Operation.id) == operation.id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if "status" in values:
+        await emit_event(
+            session, operation.cluster_id, "operation.cancelling", {"operation_id": operation.id}
+        )
+    operation = await get(session, principal.org_id, operation_id)
+    op_id, epoch = operation.id, operation.lease_epoch
+    after_commit(session, lambda: enqueue(op_id, epoch))
+    return operation

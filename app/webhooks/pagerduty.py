@@ -1,7 +1,7 @@
 """PagerDuty Events API v2 bodies for operation events.
 
-trigger when a failover or failback starts (warning), fails or has a step pass its
-deadline (critical); resolve when it succeeds or is cancelled. dedup_key is the
+trigger when a failover or failback starts or waits for an approval (warning), fails or
+has a step pass its deadline (critical); resolve when it succeeds or is cancelled. dedup_key is the
 operation id, so one incident follows one operation from start to end.
 """
 
@@ -14,6 +14,7 @@ from app.events.models import Event
 EVENT_TYPES = frozenset(
     {
         "operation.created",
+        "operation.approval_requested",
         "operation.failed",
         "operation.step_timed_out",
         "operation.succeeded",
@@ -34,6 +35,8 @@ def body(event: Event, routing_key: str) -> dict[str, Any] | None:
     failed = event.type in CRITICAL
     if event.type == "operation.step_timed_out":
         what = f"step {data.get('step')} passed its deadline"
+    elif event.type == "operation.approval_requested":
+        what = f"waits for an approval of step {data.get('step')}"
     elif failed:
         what = "failed" + (" and needs attention" if data.get("needs_attention") else "")
     else:

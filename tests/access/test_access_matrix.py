@@ -22,7 +22,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from app.config import Settings
 from app.main import create_app, required_role
-from tests.helpers import create_cluster, pair_body, start_ok, wait_done
+from tests.helpers import create_cluster, pair_body, start_ok, wait_done, wait_for
 from tests.stack import ROOT, Stack
 
 
@@ -72,6 +72,27 @@ class World:
         response = await self.admin.put(at, json={"value": "matrix"})
         assert response.status_code == 201, response.text
         return at
+
+    async def awaiting_approval(self) -> str:
+        """An operation whose first step waits for a person."""
+        body = pair_body()
+        del body["driver"]
+        body["plan"] = {
+            "steps": [
+                {"name": "approve", "action": {"kind": "approval"}},
+                {"name": "go", "action": {"kind": "simulated"}, "point_of_no_return": True},
+            ]
+        }
+        created = await self.admin.post("/v1/clusters", json=body)
+        assert created.status_code == 201, created.text
+        op = await start_ok(self.admin, created.json()["id"])
+
+        async def waiting() -> bool:
+            got = (await self.admin.get(f"/v1/operations/{op['id']}")).json()
+            return got["awaiting_approval"] is not None
+
+        await wait_for(waiting, timeout_s=30)
+        return str(op["id"])
 
     async def token(self) -> str:
         body = {"name": f"t-{uuid.uuid4().hex[:6]}", "role": "viewer"}
@@ -133,6 +154,18 @@ async def _get_secret(w: World) -> Call:
 
 async def _delete_secret(w: World) -> Call:
     return Call("DELETE", await w.secret())
+
+
+async def _rotate_runbook_secret(w: World) -> Call:
+    return Call("POST", f"/v1/clusters/{await w.cluster()}/rotate-runbook-secret")
+
+
+async def _approve(w: World) -> Call:
+    return Call("POST", f"/v1/operations/{await w.awaiting_approval()}/approve", json={})
+
+
+async def _reject(w: World) -> Call:
+    return Call("POST", f"/v1/operations/{await w.awaiting_approval()}/reject", json={})
 
 
 async def _get_operation(w: World) -> Call:
@@ -240,6 +273,11 @@ MATRIX: dict[tuple[str, str], tuple[str, Build, set[int]]] = {
     ("POST", "/v1/clusters/{cluster_id}/failover"): ("operator", _failover, {202}),
     ("POST", "/v1/clusters/{cluster_id}/failback"): ("operator", _failback, {202}),
     ("GET", "/v1/clusters/{cluster_id}/events"): ("viewer", _cluster_events, {200}),
+    ("POST", "/v1/clusters/{cluster_id}/rotate-runbook-secret"): (
+        "admin",
+        _rotate_runbook_secret,
+        {200},
+    ),
     ("PUT", "/v1/clusters/{cluster_id}/secrets/{name}"): ("admin", _put_secret, {201}),
     ("GET", "/v1/clusters/{cluster_id}/secrets"): ("viewer", _list_secrets, {200}),
     ("GET", "/v1/clusters/{cluster_id}/secrets/{name}"): ("viewer", _get_secret, {200}),
@@ -248,6 +286,8 @@ MATRIX: dict[tuple[str, str], tuple[str, Build, set[int]]] = {
     ("GET", "/v1/operations"): ("viewer", _list_operations, {200}),
     ("POST", "/v1/operations/{operation_id}/cancel"): ("operator", _cancel, {202}),
     ("POST", "/v1/operations/{operation_id}/retry"): ("operator", _retry, {202}),
+    ("POST", "/v1/operations/{operation_id}/approve"): ("operator", _approve, {202}),
+    ("POST", "/v1/operations/{operation_id}/reject"): ("operator", _reject, {202}),
     ("GET", "/v1/events"): ("viewer", _events, {200}),
     ("GET", "/v1/events/stream"): ("viewer", _stream, {200}),
     ("POST", "/v1/webhooks"): ("admin", _create_webhook, {201}),
