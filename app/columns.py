@@ -41,3 +41,5 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 JSONType: Any = JSON()
+# A JSON column whose Python None is SQL NULL (not the JSON `null`), so `IS NULL` finds it.
+NullableJSON: Any = JSON(none_as_null=True)

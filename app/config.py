@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     # What runbook hooks and checks may reach: public, private (and public) or all
     # (loopback too). Link-local addresses (cloud metadata) are refused whatever it says.
     action_networks: Networks = Networks.PRIVATE
+    # The worker evaluates every pair's readiness this often (DESIGN.md section 8).
+    readiness_interval_s: float = Field(default=300.0, ge=1, le=7 * 24 * 3600)
     pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
     dispatcher_lease_ttl_s: float = Field(default=6.0, gt=0.5)
 

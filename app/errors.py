@@ -119,6 +119,10 @@ class PointOfNoReturn(Conflict):
     code, title = "point_of_no_return", "The operation is past its point of no return"
 
 
+class NotReady(Conflict):
+    code, title = "not_ready", "The pair is not ready for a planned operation"
+
+
 class PreconditionFailed(Problem):
     status, code, title = 412, "precondition_failed", "Precondition failed"
 

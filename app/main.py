@@ -28,6 +28,7 @@ from app.metrics import api as metrics
 from app.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from app.operations import api as operations
 from app.problems import ProblemDetails, problems
+from app.readiness import api as readiness
 from app.secrets import api as secrets
 from app.webhooks import api as webhooks
 from app.webhooks import docs as webhook_docs
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.include_router(access.router)
     app.include_router(metrics.router)
     app.include_router(clusters.router)
+    app.include_router(readiness.router)
     app.include_router(secrets.router)
     app.include_router(operations.router)
     app.include_router(events.router)

@@ -25,6 +25,7 @@ from app.health.service import Readiness, readiness
 from app.migrations import current_revision, head_revision
 from app.operations.executor import Executor
 from app.operations.sweeper import sweep
+from app.readiness import service as pair_readiness
 from app.webhooks.dispatcher import Dispatcher
 
 log = logging.getLogger("tandem.worker")
@@ -55,14 +56,15 @@ async def startup(ctx: dict[str, Any]) -> None:
     async def notify(operation_id: str) -> None:
         await publish(context.redis, settings.redis_prefix, operation_id)
 
+    ctx["action_deps"] = deps = ActionDeps(
+        sessions=context.sessions,
+        http=context.http,
+        secrets=context.secrets,
+        networks=settings.action_networks,
+    )
     ctx["executor"] = Executor(
         context.sessions,
-        ActionDeps(
-            sessions=context.sessions,
-            http=context.http,
-            secrets=context.secrets,
-            networks=settings.action_networks,
-        ),
+        deps,
         owner=owner,
         lease_ttl_s=settings.lease_ttl_s,
         notify=notify,
@@ -121,7 +123,15 @@ async def prune(ctx: dict[str, Any]) -> int:
     return (await retention.prune(context.sessions, context.settings)).total
 
 
+async def readiness_round(ctx: dict[str, Any]) -> int:
+    """Evaluate the pairs whose readiness is older than TANDEM_READINESS_INTERVAL_S."""
+    settings: Settings = ctx["settings"]
+    return await pair_readiness.evaluate_due(ctx["action_deps"], settings.readiness_interval_s)
+
+
 def worker_options(settings: Settings) -> dict[str, Any]:
+    # Pairs come due at most this far apart from their interval.
+    tick = max(1, min(10, int(settings.readiness_interval_s)))
     return {
         "functions": [
             # Recovery comes from the lease and the sweeper, not from arq's own retry.
@@ -136,6 +146,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
                 timeout=60,
             ),
             cron(prune, second={30}, unique=True, timeout=600),
+            cron(readiness_round, second=set(range(0, 60, tick)), unique=True, timeout=600),
         ],
         "on_startup": startup,
         "on_shutdown": shutdown,

@@ -118,6 +118,11 @@ class Action(ABC):
     async def undo(self, call: StepCall) -> Output | NotYet:
         raise ActionFailed(f"the {self.kind} action has no undo")
 
+    async def probe(self, call: StepCall) -> tuple[bool, str, int] | None:
+        """Readiness: one bounded round of a check that changes nothing, as (ok, detail,
+        duration in ms); None when this action has nothing to probe."""
+        return None
+
 
 def call_key(operation_id: str, step: str, phase: str, attempt: int, index: int | None) -> str:
     """The idempotency key of DESIGN.md section 4."""

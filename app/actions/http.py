@@ -13,6 +13,7 @@ and connection errors are transient; any other 4xx fails the step.
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
 from typing import Annotated, Any, ClassVar, Literal
@@ -174,6 +175,23 @@ class HttpAction(Action):
             )
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
             raise ActionFailed(f"the runbook URL is not valid: {exc}") from None
+
+    async def probe(self, call: StepCall) -> tuple[bool, str, int] | None:
+        """Readiness asks `check_url` once (a GET, signed like every call)."""
+        if self.settings.get("check_url") is None:
+            return None
+        settings = await self._settings(call)
+        started = time.perf_counter()
+        request = self._request("GET", str(settings["check_url"]), call, "", settings["headers"])
+        try:
+            response = await self._send(request, "the runbook's check URL")
+        except ActionFailed as exc:
+            return False, self._scrub(exc.message), int((time.perf_counter() - started) * 1000)
+        ms = int((time.perf_counter() - started) * 1000)
+        detail = f"HTTP {response.status_code}"
+        if not response.is_success:
+            detail = self._scrub(f"{detail}: {excerpt(response.text)}")
+        return response.is_success, detail, ms
 
     async def _run(self, call: StepCall) -> Output | NotYet:
         settings = await self._settings(call)

@@ -6,7 +6,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from app.columns import JSONType, UTCDateTime, utcnow
+from app.columns import JSONType, NullableJSON, UTCDateTime, utcnow
 
 
 class Cluster(SQLModel, table=True):
@@ -23,12 +23,15 @@ class Cluster(SQLModel, table=True):
     driver: dict[str, Any] = Field(sa_type=JSONType)
     # A plan of the pair's own ({"steps": [...], "failback_steps": [...]}), or None: the
     # default plan, every step through `driver`.
-    plan: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
+    plan: dict[str, Any] | None = Field(default=None, sa_type=NullableJSON)
     # Signs every runbook call (Standard Webhooks); the previous one also signs until
     # `previous_runbook_secret_expires_at`, so a rotation breaks no runbook.
     runbook_secret: str = Field(max_length=100)
     previous_runbook_secret: str | None = Field(default=None, max_length=100)
     previous_runbook_secret_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The last readiness evaluation (app.readiness): {"ready", "checked_at", "checks"}.
+    readiness: dict[str, Any] | None = Field(default=None, sa_type=NullableJSON)
+    readiness_checked_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
     rto_target_s: float | None = None
     rpo_target_s: float | None = None
     deployments: list[Any] = Field(sa_type=JSONType)

@@ -195,6 +195,8 @@ class ClusterOut(Strict):
     rto_target_s: float | None
     rpo_target_s: float | None
     state: ClusterState
+    # The last readiness evaluation's verdict (GET .../readiness); null: not evaluated yet.
+    ready: bool | None = None
     active_region: str
     version: int
     last_operation_id: str | None

@@ -116,8 +116,11 @@ def _render(cluster: Cluster, operation: OperationView | None) -> ClusterOut:
                     "previous_runbook_secret",
                     "previous_runbook_secret_expires_at",
                     "driver",
+                    "readiness",
+                    "readiness_checked_at",
                 }
             ),
+            "ready": (cluster.readiness or {}).get("ready"),
             "driver": cluster.driver if cluster.plan is None else None,
             "needs_attention": operation is not None and operation.needs_attention,
             "allowed_actions": pair_actions(cluster.state, operation),

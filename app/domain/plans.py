@@ -10,6 +10,7 @@ action.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -159,6 +160,24 @@ def plan_for(driver: dict[str, Any], plan: dict[str, Any] | None, kind: str) -> 
         return default_plan(driver)
     specs = plan.get("failback_steps") if kind == OperationKind.FAILBACK else None
     return [_step(spec) for spec in specs or plan["steps"]]
+
+
+def measured_rto_s(
+    created_at: datetime, steps: list[tuple[bool, datetime | None]], finished_at: datetime
+) -> float:
+    """From creation to the end of the step that switched traffic (`traffic_switched`),
+    or to the end of the operation when no such step ran."""
+    switched = next((end for marked, end in steps if marked and end is not None), None)
+    return round(((switched or finished_at) - created_at).total_seconds(), 3)
+
+
+def measured_data_loss(outputs: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The data loss an action measured (its output's `data_loss`: bytes, seconds)."""
+    for output in outputs:
+        loss = (output or {}).get("data_loss")
+        if isinstance(loss, dict):
+            return {"bytes": loss.get("bytes"), "seconds": loss.get("seconds")}
+    return None
 
 
 def reversible(plan: list[StepPlan]) -> list[bool]:

@@ -7,14 +7,19 @@ from fastapi.responses import JSONResponse
 
 from app.access import audit
 from app.access.auth import Operator, Principal, Viewer
+from app.clusters import service as cluster_service
 from app.common import NO_NUL, Page
 from app.db import unit_of_work
 from app.deps import ClusterId, ContextDep, OperationId, PageSize, PageToken, SessionDep
-from app.domain.plans import OperationKind, OperationStatus
-from app.operations import idempotency, waiting
+from app.domain.plans import RULES, Mode, OperationKind, OperationStatus
+from app.domain.states import ClusterState, TransitionRefused, next_state
+from app.errors import NotReady
+from app.operations import dry_run, idempotency, waiting
 from app.operations import service as service
-from app.operations.schemas import Decision, OperationOut, OperationRequest
+from app.operations.schemas import Decision, DryRunOut, OperationOut, OperationRequest
 from app.problems import problems
+from app.readiness import service as readiness
+from app.readiness.api import action_deps
 
 router = APIRouter(tags=["operations"])
 
@@ -36,8 +41,12 @@ async def _start(
     body: OperationRequest | None,
     key: str | None,
 ) -> JSONResponse:
-    key = idempotency.validate_key(key)
     body = body or OperationRequest()
+    if body.dry_run:
+        return await _dry_run(kind, cluster_id, context, principal, body)
+    if body.mode is Mode.PLANNED and not body.ignore_readiness:
+        await _check_ready(cluster_id, context, principal)
+    key = idempotency.validate_key(key)
     print_ = idempotency.fingerprint("POST", request.url.path, body.model_dump(mode="json"))
 
     async def produce(session):  # type: ignore[no-untyped-def]
@@ -67,10 +76,57 @@ async def _start(
     return JSONResponse(stored.body, status_code=stored.status_code, headers=headers)
 
 
+async def _dry_run(
+    kind: OperationKind,
+    cluster_id: str,
+    context: ContextDep,
+    principal: Principal,
+    body: OperationRequest,
+) -> JSONResponse:
+    async with unit_of_work(context.sessions) as session:
+        cluster = await cluster_service.get(session, principal.org_id, cluster_id)
+        state = ClusterState(cluster.state)
+        try:
+            next_state(state, RULES[kind].accepted)
+        except TransitionRefused:
+            raise service.refused(state.value, kind.value) from None
+        preview = await dry_run.plan_preview(session, cluster, kind, body.mode)
+    readiness_now = await readiness.current(action_deps(context), cluster)
+    out = DryRunOut(
+        cluster_id=cluster.id, kind=kind, mode=body.mode, readiness=readiness_now, **preview
+    )
+    return JSONResponse(out.model_dump(mode="json"), status_code=200)
+
+
+async def _check_ready(cluster_id: str, context: ContextDep, principal: Principal) -> None:
+    """A planned operation waits for a pair that is ready (the last evaluation; a first one
+    now if there is none). Pairs on the default plan have nothing to probe."""
+    async with unit_of_work(context.sessions) as session:
+        cluster = await cluster_service.get(session, principal.org_id, cluster_id)
+    if cluster.plan is None or readiness.next_kind(cluster.state) is None:
+        return  # mid-switch: the state machine answers
+    evaluation = await readiness.current(action_deps(context), cluster)
+    if not evaluation["ready"]:
+        failing = [c for c in evaluation["checks"] if not c["ok"]]
+        names = ", ".join(f"{c['step']}/{c['name']}" for c in failing)
+        raise NotReady(
+            f'the pair is not ready ({names}); fix it, or send "ignore_readiness": true',
+            failing_checks=failing,
+            checked_at=evaluation["checked_at"],
+        )
+
+
 _START_DOC = {
     "status_code": 202,
     "response_model": OperationOut,
-    "responses": problems(400, 404, 409, 422),
+    "responses": {
+        200: {
+            "model": DryRunOut,
+            "description": 'A dry run (`"dry_run": true`): the plan as it would run; '
+            "nothing else happens",
+        },
+        **problems(400, 404, 409, 422),
+    },
 }
 
 

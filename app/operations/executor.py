@@ -36,6 +36,8 @@ from app.domain.plans import (
     OperationStatus,
     StepPlan,
     StepStatus,
+    measured_data_loss,
+    measured_rto_s,
     plan_for,
 )
 from app.domain.progress import (
@@ -609,6 +611,15 @@ class Executor:
                 session, run.operation.cluster_id, rules.succeeded, run.operation.id
             )
             now = utcnow()
+            rto_s = measured_rto_s(
+                run.operation.created_at,
+                [
+                    (spec.traffic_switched, step.finished_at)
+                    for spec, step in zip(run.plan, run.steps, strict=True)
+                ],
+                now,
+            )
+            loss = measured_data_loss([step.output for step in run.steps])
             await self._set_operation(
                 session,
                 run,
@@ -616,13 +627,20 @@ class Executor:
                 done=True,
                 wake_at=None,
                 finished_at=now,
+                measured_rto_s=rto_s,
+                data_loss=loss,
             )
             events.append(
                 (
                     "operation.succeeded",
-                    {"operation_id": run.operation.id, "kind": run.operation.kind},
+                    {
+                        "operation_id": run.operation.id,
+                        "kind": run.operation.kind,
+                        "measured_rto_s": rto_s,
+                    },
                 )
             )
+            events.extend(breaches(run.operation.id, run.cluster, rto_s, loss))
             await self._emit(session, run, events)
         await self._changed(run.operation.id)
 
@@ -698,6 +716,37 @@ def _problem(step: str, failure: Failure, *, rolled_back: bool) -> dict[str, Any
         "detail": detail,
         "step": step,
     }
+
+
+def breaches(
+    operation_id: str, cluster: Cluster, rto_s: float, loss: dict[str, Any] | None
+) -> Events:
+    """operation.rto_breached / operation.rpo_breached when a target was crossed."""
+    found: Events = []
+    if cluster.rto_target_s is not None and rto_s > cluster.rto_target_s:
+        found.append(
+            (
+                "operation.rto_breached",
+                {
+                    "operation_id": operation_id,
+                    "target_s": cluster.rto_target_s,
+                    "measured_s": rto_s,
+                },
+            )
+        )
+    lost_s = (loss or {}).get("seconds")
+    if cluster.rpo_target_s is not None and lost_s is not None and lost_s > cluster.rpo_target_s:
+        found.append(
+            (
+                "operation.rpo_breached",
+                {
+                    "operation_id": operation_id,
+                    "target_s": cluster.rpo_target_s,
+                    "measured_s": lost_s,
+                },
+            )
+        )
+    return found
 
 
 def _failed(

@@ -13,6 +13,10 @@ class OperationRequest(Strict):
     mode: Mode = Mode.PLANNED
     reason: Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)] | None = None
     accept_data_loss: bool = False
+    # A planned operation of a pair that is not ready is refused (409 not_ready) unless set.
+    ignore_readiness: bool = False
+    # 200 with the plan as it would run; nothing else happens (no Idempotency-Key needed).
+    dry_run: bool = False
 
     @model_validator(mode="after")
     def _forced_needs_consent(self) -> OperationRequest:
@@ -74,3 +78,28 @@ class OperationOut(Strict):
     started_at: datetime | None
     finished_at: datetime | None
     links: dict[str, str] = Field(default_factory=dict)
+
+
+class DryRunStep(Strict):
+    name: str
+    actions: list[str]
+    point_of_no_return: bool
+    reversible: bool
+    # A forced operation skips it.
+    skipped: bool
+    timeout_s: float
+    # The median of its last 20 successful runs on this pair; null: no history.
+    expected_duration_s: float | None
+
+
+class DryRunOut(Strict):
+    dry_run: bool = True
+    cluster_id: str
+    kind: OperationKind
+    mode: Mode
+    steps: list[DryRunStep]
+    # The sum of the steps' expected durations; null when one of them has no history.
+    expected_duration_s: float | None
+    readiness: dict[str, Any]
+    # Where a step can measure it (the postgres action); null otherwise.
+    replication_lag: dict[str, Any] | None = None

@@ -38,7 +38,10 @@ class PagerDutyEvent(BaseModel):
 
     routing_key: str
     event_action: str = Field(description="trigger | resolve")
-    dedup_key: str = Field(description="the operation id")
+    dedup_key: str = Field(
+        description="the operation id; `<operation id>:rto_breached` or `:rpo_breached` for a "
+        "missed objective; `ready:<pair id>` for readiness"
+    )
     payload: PagerDutyPayload | None = Field(default=None, description="absent on resolve")
 
 
@@ -64,8 +67,9 @@ def document(app: FastAPI) -> None:
     app.webhooks.post(
         "pagerduty",
         summary="PagerDuty endpoints: Events API v2 bodies",
-        description="Sent to the endpoint's events URL for operation.created, "
-        "operation.failed, operation.step_timed_out, operation.succeeded and "
-        "operation.cancelled.",
+        description="Sent to the endpoint's events URL for cluster.readiness_changed, "
+        "operation.created, operation.approval_requested, operation.failed, "
+        "operation.step_timed_out, operation.rto_breached, operation.rpo_breached, "
+        "operation.succeeded and operation.cancelled.",
         status_code=202,
     )(pagerduty)

@@ -1,7 +1,8 @@
 """PagerDuty Events API v2 bodies for operation events.
 
-trigger when a failover or failback starts or waits for an approval (warning), fails or
-has a step pass its deadline (critical); resolve when it succeeds or is cancelled. dedup_key is the
+trigger when a failover or failback starts or waits for an approval (warning), misses
+its RTO or RPO target (error), fails or has a step pass its deadline (critical); resolve
+when it succeeds or is cancelled. dedup_key is the
 operation id, so one incident follows one operation from start to end.
 """
 
@@ -13,18 +14,47 @@ from app.events.models import Event
 
 EVENT_TYPES = frozenset(
     {
+        "cluster.readiness_changed",
         "operation.created",
         "operation.approval_requested",
         "operation.failed",
         "operation.step_timed_out",
+        "operation.rto_breached",
+        "operation.rpo_breached",
         "operation.succeeded",
         "operation.cancelled",
     }
 )
 CRITICAL = frozenset({"operation.failed", "operation.step_timed_out"})
+ERROR = frozenset({"operation.rto_breached", "operation.rpo_breached"})
+
+
+def _readiness(event: Event, routing_key: str) -> dict[str, Any]:
+    """Not ready: a warning that stays open until the pair is ready again (resolve)."""
+    dedup = f"ready:{event.cluster_id}"
+    if event.data.get("ready"):
+        return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup}
+    failing = ", ".join(f"{c.get('step')}/{c.get('name')}" for c in event.data.get("failing", []))
+    return {
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": dedup,
+        "payload": {
+            "summary": f"Tandem: DR pair {event.cluster_id} is not ready: {failing}"[:1024],
+            "source": f"tandem/{event.cluster_id}",
+            "severity": "warning",
+            "component": str(event.cluster_id),
+            "group": "disaster-recovery",
+            "class": event.type,
+            "timestamp": event.created_at.isoformat(),
+            "custom_details": {"event_id": event.id, "sequence": event.sequence, **event.data},
+        },
+    }
 
 
 def body(event: Event, routing_key: str) -> dict[str, Any] | None:
+    if event.type == "cluster.readiness_changed":
+        return _readiness(event, routing_key)
     data = event.data
     operation_id = data.get("operation_id")
     if event.type not in EVENT_TYPES or not operation_id:
@@ -35,6 +65,12 @@ def body(event: Event, routing_key: str) -> dict[str, Any] | None:
     failed = event.type in CRITICAL
     if event.type == "operation.step_timed_out":
         what = f"step {data.get('step')} passed its deadline"
+    elif event.type in ERROR:
+        objective = "RTO" if event.type == "operation.rto_breached" else "RPO"
+        what = (
+            f"missed its {objective} target: {data.get('measured_s')} s "
+            f"against {data.get('target_s')} s"
+        )
     elif event.type == "operation.approval_requested":
         what = f"waits for an approval of step {data.get('step')}"
     elif failed:
@@ -42,14 +78,16 @@ def body(event: Event, routing_key: str) -> dict[str, Any] | None:
     else:
         what = "started"
     summary = f"Tandem: {kind} {operation_id} of DR pair {event.cluster_id} {what}"
+    # A missed objective is an incident of its own: the operation's resolves when it ends.
+    dedup = f"{operation_id}:{event.type.split('.')[1]}" if event.type in ERROR else operation_id
     return {
         "routing_key": routing_key,
         "event_action": "trigger",
-        "dedup_key": operation_id,
+        "dedup_key": dedup,
         "payload": {
             "summary": summary[:1024],
             "source": f"tandem/{event.cluster_id}",
-            "severity": "critical" if failed else "warning",
+            "severity": "critical" if failed else "error" if event.type in ERROR else "warning",
             "component": str(event.cluster_id),
             "group": "disaster-recovery",
             "class": event.type,

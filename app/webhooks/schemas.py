@@ -20,7 +20,9 @@ def _fits_column(value: AnyHttpUrl) -> AnyHttpUrl:
 
 EventType = Literal[
     "cluster.state_changed",
+    "cluster.readiness_changed",
     "operation.created",
+    "operation.approval_requested",
     "operation.step_changed",
     "operation.step_timed_out",
     "operation.succeeded",
@@ -28,6 +30,8 @@ EventType = Literal[
     "operation.cancelled",
     "operation.cancelling",
     "operation.retried",
+    "operation.rto_breached",
+    "operation.rpo_breached",
     "webhook.endpoint_disabled",
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]

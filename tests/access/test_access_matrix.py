@@ -160,6 +160,10 @@ async def _rotate_runbook_secret(w: World) -> Call:
     return Call("POST", f"/v1/clusters/{await w.cluster()}/rotate-runbook-secret")
 
 
+async def _readiness(w: World) -> Call:
+    return Call("GET", f"/v1/clusters/{await w.cluster()}/readiness", params={"fresh": "true"})
+
+
 async def _approve(w: World) -> Call:
     return Call("POST", f"/v1/operations/{await w.awaiting_approval()}/approve", json={})
 
@@ -273,6 +277,7 @@ MATRIX: dict[tuple[str, str], tuple[str, Build, set[int]]] = {
     ("POST", "/v1/clusters/{cluster_id}/failover"): ("operator", _failover, {202}),
     ("POST", "/v1/clusters/{cluster_id}/failback"): ("operator", _failback, {202}),
     ("GET", "/v1/clusters/{cluster_id}/events"): ("viewer", _cluster_events, {200}),
+    ("GET", "/v1/clusters/{cluster_id}/readiness"): ("viewer", _readiness, {200}),
     ("POST", "/v1/clusters/{cluster_id}/rotate-runbook-secret"): (
         "admin",
         _rotate_runbook_secret,

@@ -111,7 +111,9 @@ async def test_runbook_calls_are_signed_keyed_and_retried_with_the_same_key(
     assert posts[0].headers["x-tandem-deadline"] == posts[1].headers["x-tandem-deadline"]
     assert step_of(operation, "prepare")["output"] == {"done": 1}
     assert step_of(operation, "switch")["output"] == {"step": "/switch"}
-    assert len(runbook.of("GET", "/health")) == 1
+    # Once for the pair's first readiness evaluation (asked for by the planned failover),
+    # once as the preflight step.
+    assert len(runbook.of("GET", "/health")) == 2
 
 
 async def test_a_202_is_polled_until_it_succeeds_or_fails(
