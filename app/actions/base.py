@@ -84,6 +84,9 @@ class StepCall:
     deployments: list[dict[str, Any]]
     # The pair's runbook secrets: the current one, and the previous one while it overlaps.
     signing_secrets: tuple[str, ...] = ()
+    # Its index in a `parallel` step: the step calls every item again until all are done,
+    # so an item that is done remembers its output (app.actions.progress).
+    item: int | None = None
 
     def placeholders(self) -> dict[str, str]:
         """The values of the placeholders of DESIGN.md section 8 for this call."""

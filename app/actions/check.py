@@ -112,12 +112,16 @@ class CheckAction(Action):
         return not bad, detail, max((ms for _, _, ms in results), default=0)
 
     async def do(self, call: StepCall) -> Output | NotYet:
+        done = await progress.done_item(self.deps.sessions, call)
+        if done is not None:
+            return done
         settings = await self._rendered(call)
         healthy, detail, _ = await self._round(settings)
         remembered = await progress.recall(self.deps.sessions, call.idempotency_key) or {}
         streak = int(remembered.get("streak", 0)) + 1 if healthy else 0
         if streak >= settings["consecutive"]:
-            return {"healthy": True, "rounds": int(remembered.get("rounds", 0)) + 1}
+            output = {"healthy": True, "rounds": int(remembered.get("rounds", 0)) + 1}
+            return await progress.finish_item(self.deps.sessions, call, output)
         await progress.remember(
             self.deps.sessions,
             call.idempotency_key,

@@ -108,14 +108,18 @@ class HttpAction(Action):
         return await self._scrubbed(call)
 
     async def _scrubbed(self, call: StepCall) -> Output | NotYet:
+        done = await progress.done_item(self.deps.sessions, call)
+        if done is not None:
+            return done
         try:
             result = await self._run(call)
         except ActionFailed as exc:
             exc.message = self._scrub(exc.message)
             raise
-        if isinstance(result, dict) and self._revealed:
-            scrubbed: Output = json.loads(self._scrub(json.dumps(result)))
-            return scrubbed
+        if isinstance(result, dict):
+            if self._revealed:
+                result = json.loads(self._scrub(json.dumps(result)))
+            return await progress.finish_item(self.deps.sessions, call, result)
         return result
 
     def _scrub(self, text: str) -> str:

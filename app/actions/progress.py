@@ -11,6 +11,7 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import Field, SQLModel, col
 
+from app.actions.base import Output, StepCall
 from app.columns import JSONType, UTCDateTime, utcnow
 from app.db import unit_of_work
 
@@ -40,6 +41,24 @@ async def remember(
             session.add(ActionProgress(idempotency_key=key, cluster_id=cluster_id, data=data))
         else:
             row.data, row.updated_at = data, utcnow()
+
+
+async def done_item(sessions: async_sessionmaker[AsyncSession], call: StepCall) -> Output | None:
+    """The output of a parallel item that is already done (None: not done, or not an item)."""
+    if call.item is None:
+        return None
+    remembered = await recall(sessions, call.idempotency_key)
+    done = (remembered or {}).get("done")
+    return dict(done) if isinstance(done, dict) else None
+
+
+async def finish_item(
+    sessions: async_sessionmaker[AsyncSession], call: StepCall, output: Output
+) -> Output:
+    """Remember a parallel item's output, so the step's next round does not call it again."""
+    if call.item is not None:
+        await remember(sessions, call.idempotency_key, call.cluster_id, {"done": output})
+    return output
 
 
 async def forget_pair(session: AsyncSession, cluster_id: str) -> None:

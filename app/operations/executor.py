@@ -299,6 +299,7 @@ class Executor:
             target=dict(target),
             deployments=list(cluster.deployments),
             signing_secrets=cluster.runbook_secrets(),
+            item=item,
         )
 
     async def _call(self, run: _Run, index: int, phase: str) -> Outcome:
