@@ -26,8 +26,8 @@ worker: install
 	$(BIN)/tandem worker
 
 lint: install
-	$(BIN)/ruff check app tests bench alembic
-	$(BIN)/ruff format --check app tests bench alembic
+	$(BIN)/ruff check app tests bench alembic examples
+	$(BIN)/ruff format --check app tests bench alembic examples
 	$(BIN)/mypy app
 
 # The suite runs once per database backend this machine has: PostgreSQL (when it is

@@ -95,6 +95,10 @@ class Forbidden(Problem):
     status, code, title = 403, "forbidden", "Your token's role does not allow this"
 
 
+class SecondPersonRequired(Forbidden):
+    code, title = "second_person_required", "Another person must decide"
+
+
 class NotFound(Problem):
     status, code, title = 404, "not_found", "Not found"
 

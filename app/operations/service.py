@@ -34,11 +34,11 @@ from app.domain.plans import (
 from app.domain.states import ClusterState, TransitionRefused, allowed_actions, next_state
 from app.errors import (
     Conflict,
-    Forbidden,
     InvalidTransition,
     NotFound,
     OperationInProgress,
     PointOfNoReturn,
+    SecondPersonRequired,
 )
 from app.operations.models import Operation, OperationStep
 from app.operations.schemas import (
@@ -380,7 +380,7 @@ async def decide(
     )
     two_person = bool(spec and spec.action.get("two_person"))
     if two_person and (operation.requested_by or "").endswith(f"({principal.token_id})"):
-        raise Forbidden(
+        raise SecondPersonRequired(
             "this step needs a second person: the token that started the operation "
             "cannot approve or reject it"
         )

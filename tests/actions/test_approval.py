@@ -149,6 +149,7 @@ async def test_two_person_refuses_the_requesters_own_token(
     await waiting(client, started["id"])
     own = await client.post(f"/v1/operations/{started['id']}/approve", json={})
     assert own.status_code == 403, own.text
+    assert own.json()["code"] == "second_person_required"
     assert own.headers["content-type"].startswith("application/problem+json")
     other = await operator.post(f"/v1/operations/{started['id']}/approve", json={})
     assert other.status_code == 202, other.text
