@@ -29,7 +29,7 @@ from app.actions.base import ActionDeps, ActionFailed, NotYet, Output, StepCall,
 from app.clusters.models import Cluster
 from app.clusters.transitions import apply_transition
 from app.columns import utcnow
-from app.db import unit_of_work
+from app.db import after_commit, unit_of_work
 from app.domain.plans import (
     RULES,
     OperationKind,
@@ -56,6 +56,7 @@ from app.domain.progress import (
     wake_time,
 )
 from app.events.service import emit_events
+from app.operations import observe
 from app.operations.models import Operation, OperationStep
 from app.operations.service import steps_of
 
@@ -373,6 +374,9 @@ class Executor:
             setattr(step, name, value)
         if "status" in values:
             events.append(_step_changed(run.operation, step))
+            if values["status"] in ENDED_STEP:
+                ended = _step_ended(run, index)
+                after_commit(session, lambda: observe.step_ended(ended))
 
     async def _set_operation(self, session: AsyncSession, run: _Run, **values: Any) -> None:
         await session.execute(
@@ -383,6 +387,9 @@ class Executor:
         )
         for name, value in values.items():
             setattr(run.operation, name, value)
+        if values.get("done"):
+            ended = _operation_ended(run)
+            after_commit(session, lambda: observe.operation_ended(ended))
 
     async def _boundary(self, session: AsyncSession, run: _Run, events: Events) -> None:
         """Open a write: renew the lease, re-read the status, and write the step that
@@ -717,6 +724,68 @@ def _problem(step: str, failure: Failure, *, rolled_back: bool) -> dict[str, Any
         "detail": detail,
         "step": step,
     }
+
+
+ENDED_STEP = frozenset(
+    {
+        StepStatus.SUCCEEDED.value,
+        StepStatus.FAILED.value,
+        StepStatus.ROLLED_BACK.value,
+    }
+)
+
+
+def _step_ended(run: _Run, index: int) -> observe.StepEnded:
+    operation, step, spec = run.operation, run.steps[index], run.plan[index]
+    return observe.StepEnded(
+        org_id=operation.org_id,
+        cluster_id=operation.cluster_id,
+        operation_id=operation.id,
+        kind=operation.kind,
+        mode=operation.mode,
+        step=step.name,
+        actions=tuple(str(a.get("kind")) for a in spec.actions()),
+        outcome=step.status,
+        error_code=(step.error or {}).get("code")
+        if step.status == StepStatus.FAILED.value
+        else None,
+        attempt=step.attempts,
+        started_at=step.started_at,
+        finished_at=step.finished_at,
+    )
+
+
+def _operation_ended(run: _Run) -> observe.OperationEnded:
+    operation, cluster = run.operation, run.cluster
+    failover = operation.kind == OperationKind.FAILOVER.value
+    source, target = (
+        (cluster.primary, cluster.secondary) if failover else (cluster.secondary, cluster.primary)
+    )
+    return observe.OperationEnded(
+        org_id=operation.org_id,
+        cluster_id=operation.cluster_id,
+        operation_id=operation.id,
+        kind=operation.kind,
+        mode=operation.mode,
+        outcome=operation.status,
+        needs_attention=operation.needs_attention,
+        created_at=operation.created_at,
+        started_at=operation.started_at,
+        finished_at=operation.finished_at,
+        steps=tuple(
+            {
+                "name": step.name,
+                "actions": [str(a.get("kind")) for a in spec.actions()],
+                "status": step.status,
+                "started_at": step.started_at,
+                "finished_at": step.finished_at,
+                "error_code": (step.error or {}).get("code"),
+            }
+            for step, spec in zip(run.steps, run.plan, strict=True)
+        ),
+        source_region=str(source.get("region")),
+        target_region=str(target.get("region")),
+    )
 
 
 def breaches(
