@@ -22,6 +22,7 @@ from app.config import Settings, get_settings
 from app.context import Context, build_context
 from app.db import unit_of_work
 from app.errors import install_handlers
+from app.deployments import api as deployments
 from app.events import api as events
 from app.health import api as health
 from app.metrics import api as metrics
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.include_router(metrics.router)
     app.include_router(clusters.router)
     app.include_router(readiness.router)
+    app.include_router(deployments.router)
     app.include_router(secrets.router)
     app.include_router(operations.router)
     app.include_router(events.router)

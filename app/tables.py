@@ -6,6 +6,7 @@ from app.actions.progress import ActionProgress
 from app.actions.simulated import SimulatedEffect, SimulatedGate
 from app.clusters.models import Cluster
 from app.coordination import Counter, Lease
+from app.deployments.models import DeploymentResult
 from app.events.models import Event
 from app.operations.models import IdempotencyRecord, Operation, OperationStep
 from app.secrets.models import PairSecret
@@ -18,6 +19,7 @@ __all__ = [
     "Cluster",
     "Counter",
     "Decision",
+    "DeploymentResult",
     "Event",
     "IdempotencyRecord",
     "Lease",

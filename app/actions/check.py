@@ -37,14 +37,14 @@ class CheckSettings(Strict):
     headers: dict[str, str | SecretRef] = Field(default_factory=dict, max_length=50)
 
 
-def _contains(body: Any, expect: dict[str, Any]) -> bool:
+def contains(body: Any, expect: dict[str, Any]) -> bool:
     if not isinstance(body, dict):
         return False
     for key, wanted in expect.items():
         if key not in body:
             return False
         if isinstance(wanted, dict):
-            if not _contains(body[key], wanted):
+            if not contains(body[key], wanted):
                 return False
         elif body[key] != wanted:
             return False
@@ -92,7 +92,7 @@ class CheckAction(Action):
                 body = response.json()
             except ValueError:
                 body = None
-            if not _contains(body, expect):
+            if not contains(body, expect):
                 return False, f"{url}: the body does not contain {expect}", ms
         return True, f"{url}: HTTP {response.status_code}", ms
 

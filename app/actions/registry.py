@@ -9,7 +9,7 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.actions import approval, check, http, progress, simulated, templating
+from app.actions import approval, check, deployments, http, progress, simulated, templating
 from app.actions.base import Action, ActionDeps, ActionFailed
 
 KINDS: dict[str, type[Action]] = {
@@ -19,6 +19,7 @@ KINDS: dict[str, type[Action]] = {
         http.HttpAction,
         check.CheckAction,
         approval.ApprovalAction,
+        deployments.DeploymentsAction,
     )
 }
 
@@ -60,6 +61,7 @@ async def forget_pair(session: AsyncSession, cluster_id: str) -> None:
     """Remove what the actions kept about a pair that is being deleted."""
     await simulated.forget_pair(session, cluster_id)
     await progress.forget_pair(session, cluster_id)
+    await deployments.forget_pair(session, cluster_id)
     await session.execute(
         delete(approval.Decision).where(col(approval.Decision.cluster_id) == cluster_id)
     )

@@ -34,8 +34,9 @@ def is_secret(value: Any) -> bool:
     return isinstance(value, dict) and SECRET in value
 
 
-def problems(value: Any) -> list[str]:
-    """What is wrong with the placeholders and secret references in `value`."""
+def problems(value: Any, extra: frozenset[str] = frozenset()) -> list[str]:
+    """What is wrong with the placeholders and secret references in `value` (`extra`:
+    placeholders allowed there besides the pair's, such as a deployment's `{region}`)."""
     found: list[str] = []
     if is_secret(value):
         name = value[SECRET]
@@ -45,14 +46,14 @@ def problems(value: Any) -> list[str]:
             found.append(f"{name!r} is not a secret name (letters, digits, _ . -; 1-64)")
     elif isinstance(value, str):
         for name in PLACEHOLDER.findall(value):
-            if name not in PLACEHOLDERS:
+            if name not in PLACEHOLDERS and name not in extra:
                 found.append(f"unknown placeholder {{{name}}}")
     elif isinstance(value, dict):
         for item in value.values():
-            found.extend(problems(item))
+            found.extend(problems(item, extra))
     elif isinstance(value, list):
         for item in value:
-            found.extend(problems(item))
+            found.extend(problems(item, extra))
     return found
 
 

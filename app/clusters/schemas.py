@@ -51,6 +51,7 @@ class SimulatedDriver(Strict):
 
 
 StepId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+HealthUrl = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 ActionSettings = dict[str, Any]
 
 
@@ -139,8 +140,54 @@ class Plan(Strict):
         return templating.secret_names(self.model_dump(mode="json"))
 
 
+class DeploymentHealth(Strict):
+    """One GET in the target region: a URL template (`{region}`, `{name}` and the pair's
+    placeholders) or a URL per region; healthy on 2xx with a JSON body containing `expect`."""
+
+    url: HealthUrl | dict[Region, HealthUrl]
+    expect: dict[str, Any] | None = None
+
+
 class Deployment(Strict):
+    """Something that runs on the pair (DESIGN.md section 11), validated after a switch."""
+
     name: Name
+    # An unhealthy critical deployment fails `validate_deployments`; others are warnings.
+    critical: bool = False
+    health: DeploymentHealth | None = None
+    # An `http` action run by POST .../deployments/retry when its last result failed.
+    retry: ActionSettings | None = None
+    # `airflow`: health from Airflow's own monitor, failed task instances listed and cleared.
+    kind: Literal["airflow"] | None = None
+    api_url: dict[Region, HealthUrl] | None = None
+    username: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    password: str | dict[str, str] | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> Deployment:
+        where = f"deployment {self.name!r}"
+        if self.kind == "airflow":
+            if not (self.api_url and self.username and self.password):
+                raise ValueError(f"{where}: an airflow deployment has api_url, username, password")
+        elif self.api_url or self.username or self.password:
+            raise ValueError(f'{where}: api_url, username and password need "kind": "airflow"')
+        if self.retry is not None:
+            if self.retry.get("kind") != "http":
+                raise ValueError(f"{where}: retry is an http action")
+            found = actions.settings_problems(self.retry)
+            if found:
+                raise ValueError(f"{where}: retry: {found[0]}")
+        found = templating.problems(
+            {"health": self.health.model_dump() if self.health else None, "pw": self.password},
+            extra=frozenset({"region", "name"}),
+        )
+        if found:
+            raise ValueError(f"{where}: {found[0]}")
+        return self
+
+    def checked(self) -> bool:
+        """Has a health check: validate_deployments looks at it."""
+        return self.health is not None or self.kind == "airflow"
 
 
 Objective = Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S)]

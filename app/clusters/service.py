@@ -72,7 +72,7 @@ async def create(session: AsyncSession, org_id: str, body: ClusterCreate) -> Clu
         plan=body.plan.model_dump(mode="json", exclude_none=True) if body.plan else None,
         rto_target_s=body.rto_target_s,
         rpo_target_s=body.rpo_target_s,
-        deployments=[d.model_dump() for d in body.deployments],
+        deployments=[d.model_dump(exclude_none=True) for d in body.deployments],
         state=ClusterState.PRIMARY_ACTIVE.value,
         active_region=body.primary.region,
         runbook_secret=signing.new_secret(),
@@ -192,7 +192,7 @@ async def update(
     if "rpo_target_s" in changes:
         cluster.rpo_target_s = body.rpo_target_s
     if "deployments" in changes and body.deployments is not None:
-        cluster.deployments = [d.model_dump() for d in body.deployments]
+        cluster.deployments = [d.model_dump(exclude_none=True) for d in body.deployments]
     if "name" in changes:
         cluster.name = changes["name"]
     cluster.version += 1

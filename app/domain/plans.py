@@ -109,8 +109,13 @@ POINT_OF_NO_RETURN = "promote_target"
 STEP_NAMES = tuple(name for name, _ in DEFAULT_STEPS)
 
 
-def default_plan(driver: dict[str, Any]) -> list[StepPlan]:
-    """The default plan, every step carried out by the pair's driver (an action kind)."""
+VALIDATE_DEPLOYMENTS = "validate_deployments"
+
+
+def default_plan(driver: dict[str, Any], validates_deployments: bool = False) -> list[StepPlan]:
+    """The default plan, every step carried out by the pair's driver (an action kind);
+    `validate_deployments` runs the `deployments` action instead when the pair's
+    deployments have health checks (checking health changes nothing, whatever the driver)."""
     kind = str(driver.get("kind", "simulated"))
     delay_s = float(driver.get("step_delay_ms", 0)) / 1000
     timeouts: dict[str, float] = dict(driver.get("timeout_s") or {})
@@ -121,6 +126,15 @@ def default_plan(driver: dict[str, Any]) -> list[StepPlan]:
     for name, skip_when_forced in DEFAULT_STEPS:
         if name == POINT_OF_NO_RETURN:
             before = False
+        if name == VALIDATE_DEPLOYMENTS and validates_deployments:
+            steps.append(
+                StepPlan(
+                    name=name,
+                    action={"kind": "deployments"},
+                    timeout_s=float(timeouts.get(name, DEFAULT_TIMEOUT_S["deployments"])),
+                )
+            )
+            continue
         steps.append(
             StepPlan(
                 name=name,
@@ -152,12 +166,18 @@ def _step(spec: dict[str, Any]) -> StepPlan:
     )
 
 
-def plan_for(driver: dict[str, Any], plan: dict[str, Any] | None, kind: str) -> list[StepPlan]:
+def plan_for(
+    driver: dict[str, Any],
+    plan: dict[str, Any] | None,
+    kind: str,
+    deployments: list[dict[str, Any]] | None = None,
+) -> list[StepPlan]:
     """The steps an operation of `kind` runs on a pair: its own plan (failback runs
     `failback_steps` if given, else `steps` with source and target swapped) or the
     default plan through its driver."""
     if not plan:
-        return default_plan(driver)
+        checked = any(d.get("health") or d.get("kind") == "airflow" for d in deployments or [])
+        return default_plan(driver, checked)
     specs = plan.get("failback_steps") if kind == OperationKind.FAILBACK else None
     return [_step(spec) for spec in specs or plan["steps"]]
 

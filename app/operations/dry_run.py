@@ -50,7 +50,7 @@ async def expected_durations(
 async def plan_preview(
     session: AsyncSession, cluster: Cluster, kind: OperationKind, mode: Mode
 ) -> dict[str, Any]:
-    plan = plan_for(cluster.driver, cluster.plan, kind)
+    plan = plan_for(cluster.driver, cluster.plan, kind, cluster.deployments)
     durations = await expected_durations(session, cluster.id, kind, [s.name for s in plan])
     steps: list[dict[str, Any]] = []
     for step, before in zip(plan, reversible(plan), strict=True):

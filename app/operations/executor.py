@@ -269,7 +269,7 @@ class Executor:
             plan = (
                 [StepPlan.from_dict(s) for s in operation.plan]
                 if operation.plan
-                else plan_for(cluster.driver, cluster.plan, operation.kind)
+                else plan_for(cluster.driver, cluster.plan, operation.kind, cluster.deployments)
             )
             run = _Run(operation=operation, cluster=cluster, steps=steps, plan=plan)
             await self._hold(session, run)

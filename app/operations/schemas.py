@@ -68,6 +68,8 @@ class OperationOut(Strict):
     reason: str | None
     requested_by: str | None
     needs_attention: bool
+    # What went wrong without failing the operation (a non-critical deployment unhealthy).
+    warnings: list[str] = Field(default_factory=list)
     # Set while a step waits for a person: POST .../approve or .../reject.
     awaiting_approval: AwaitingApproval | None = None
     # From creation to the end of the step that switched traffic.

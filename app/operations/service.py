@@ -79,7 +79,7 @@ async def start(
     except TransitionRefused:
         raise refused(state.value, kind.value) from None
 
-    plan = plan_for(cluster.driver, cluster.plan, kind)
+    plan = plan_for(cluster.driver, cluster.plan, kind, cluster.deployments)
     operation = Operation(
         id=new_id("op"),
         cluster_id=cluster.id,
@@ -290,6 +290,9 @@ def render(operation: Operation, steps: list[OperationStep]) -> OperationOut:
             ),
             None,
         ),
+        warnings=[
+            str(w) for s in steps for w in ((s.output or {}).get("warnings") or []) if s.output
+        ],
         measured_rto_s=operation.measured_rto_s,
         data_loss=operation.data_loss,
         created_at=operation.created_at,

@@ -111,7 +111,7 @@ async def evaluate(
     kind = next_kind(cluster.state)
     checks: list[dict[str, Any]] = []
     if kind is not None:
-        plan = plan_for(cluster.driver, cluster.plan, kind)
+        plan = plan_for(cluster.driver, cluster.plan, kind, cluster.deployments)
         limit = limit or asyncio.Semaphore(CONCURRENCY)
 
         async def bounded(settings: dict[str, Any], call: StepCall, name: str) -> Any:

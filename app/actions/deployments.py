@@ -1,0 +1,44 @@
+"""The `deployments` action: validate the pair's deployments in the target region
+(app.deployments.service). It changes nothing, so it needs no undo. A critical deployment
+unhealthy fails the step, naming it; the others become warnings on the operation."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from app.actions.base import Action, ActionFailed, NotYet, Output, StepCall
+from app.common import Strict
+from app.deployments import service
+
+
+class DeploymentsSettings(Strict):
+    kind: Literal["deployments"]
+
+
+class DeploymentsAction(Action):
+    kind: ClassVar[str] = "deployments"
+    Settings = DeploymentsSettings
+    changes_nothing: ClassVar[bool] = True
+
+    async def do(self, call: StepCall) -> Output | NotYet:
+        region, results = await service.validate(self.deps, call, call.deployments)
+        failing = [r for r in results if not r.healthy]
+        critical = [r for r in failing if r.critical]
+        if critical:
+            names = "; ".join(f"{r.name} ({r.detail})" for r in critical)
+            raise ActionFailed(
+                f"critical deployments unhealthy in {region}: {names}",
+                deployments=[r.name for r in critical],
+            )
+        output: dict[str, Any] = {
+            "region": region,
+            "deployments": [{"name": r.name, "healthy": r.healthy} for r in results],
+        }
+        if failing:
+            output["warnings"] = [
+                f"deployment {r.name} is unhealthy in {region}: {r.detail}" for r in failing
+            ]
+        return output
+
+
+forget_pair = service.forget_pair
