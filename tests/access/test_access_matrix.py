@@ -164,6 +164,10 @@ async def _readiness(w: World) -> Call:
     return Call("GET", f"/v1/clusters/{await w.cluster()}/readiness", params={"fresh": "true"})
 
 
+async def _deployments(w: World) -> Call:
+    return Call("GET", f"/v1/clusters/{await w.cluster()}/deployments")
+
+
 async def _approve(w: World) -> Call:
     return Call("POST", f"/v1/operations/{await w.awaiting_approval()}/approve", json={})
 
@@ -278,6 +282,7 @@ MATRIX: dict[tuple[str, str], tuple[str, Build, set[int]]] = {
     ("POST", "/v1/clusters/{cluster_id}/failback"): ("operator", _failback, {202}),
     ("GET", "/v1/clusters/{cluster_id}/events"): ("viewer", _cluster_events, {200}),
     ("GET", "/v1/clusters/{cluster_id}/readiness"): ("viewer", _readiness, {200}),
+    ("GET", "/v1/clusters/{cluster_id}/deployments"): ("viewer", _deployments, {200}),
     ("POST", "/v1/clusters/{cluster_id}/rotate-runbook-secret"): (
         "admin",
         _rotate_runbook_secret,
