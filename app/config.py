@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     readiness_interval_s: float = Field(default=300.0, ge=1, le=7 * 24 * 3600)
     pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
     dispatcher_lease_ttl_s: float = Field(default=6.0, gt=0.5)
+    # An OTLP/HTTP collector's base URL (as OTEL_EXPORTER_OTLP_ENDPOINT; /v1/traces is
+    # added): each operation a worker ends is sent there as a trace, a span per step.
+    # Unset or empty: no traces.
+    otlp_endpoint: str | None = Field(default=None, pattern=r"^(https?://\S+)?$")
 
     @field_validator("database_url")
     @classmethod

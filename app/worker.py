@@ -23,6 +23,7 @@ from app.events.notify import EVENTS, Notifier, publish
 from app.health import worker as health_server
 from app.health.service import Readiness, readiness
 from app.migrations import current_revision, head_revision
+from app.operations import tracing
 from app.operations.executor import Executor
 from app.operations.sweeper import sweep
 from app.readiness import service as pair_readiness
@@ -43,6 +44,7 @@ async def run_operation(ctx: dict[str, Any], operation_id: str) -> bool:
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
+    tracing.install(settings)
     context = await build_context(settings)
     revision = await current_revision(context.engine)
     if revision != head_revision():
@@ -115,6 +117,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     context = ctx.get("context")
     if context is not None:
         await context.close()
+    await tracing.shutdown()
 
 
 async def prune(ctx: dict[str, Any]) -> int:
