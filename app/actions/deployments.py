@@ -13,6 +13,10 @@ from app.deployments import service
 
 class DeploymentsSettings(Strict):
     kind: Literal["deployments"]
+    # validate: every deployment with a health check (validate_deployments); retry: the
+    # named ones' retry actions; revalidate: the named ones' health again.
+    do: Literal["validate", "retry", "revalidate"] = "validate"
+    names: list[str] | None = None
 
 
 class DeploymentsAction(Action):
@@ -21,7 +25,12 @@ class DeploymentsAction(Action):
     changes_nothing: ClassVar[bool] = True
 
     async def do(self, call: StepCall) -> Output | NotYet:
-        region, results = await service.validate(self.deps, call, call.deployments)
+        settings = DeploymentsSettings.model_validate(self.settings)
+        named = [d for d in call.deployments if d.get("name") in (settings.names or [])]
+        if settings.do == "retry":
+            return await service.retry(self.deps, call, named)
+        deployments = named if settings.do == "revalidate" else call.deployments
+        region, results = await service.validate(self.deps, call, deployments)
         failing = [r for r in results if not r.healthy]
         critical = [r for r in failing if r.critical]
         if critical:

@@ -216,6 +216,13 @@ async def remove(session: AsyncSession, org_id: str, cluster_id: str, if_match: 
             current_state=cluster.state,
             allowed_actions=allowed_actions(cluster.state),
         )
+    running = await _unfinished_operation(session, cluster.id)
+    if running is not None:
+        raise OperationInProgress(
+            f"operation {running} is unfinished; delete the pair once it is done",
+            operation_id=running,
+            current_state=cluster.state,
+        )
     op_ids = select(col(Operation.id)).where(Operation.cluster_id == cluster_id)  # type: ignore[arg-type]
     await session.execute(delete(OperationStep).where(OperationStep.operation_id.in_(op_ids)))  # type: ignore[attr-defined]
     await actions.forget_pair(session, cluster_id)

@@ -8,7 +8,7 @@ the step; another one unhealthy is a warning on the operation.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -18,7 +18,7 @@ from sqlmodel import col
 
 from app import outbound
 from app.actions import templating
-from app.actions.base import ActionDeps, StepCall
+from app.actions.base import ActionDeps, ActionFailed, NotYet, Output, StepCall
 from app.actions.check import contains
 from app.actions.http import excerpt
 from app.columns import utcnow
@@ -145,3 +145,36 @@ async def forget_pair(session: AsyncSession, cluster_id: str) -> None:
     await session.execute(
         delete(DeploymentResult).where(col(DeploymentResult.cluster_id) == cluster_id)
     )
+
+
+async def retry(deps: ActionDeps, call: StepCall, deployments: list[dict[str, Any]]) -> Output:
+    """Each deployment's retry action, at once, each call with a key of its own
+    (`op:step:attempt:name`); a deployment without one is only validated again."""
+    from app.actions import registry  # registry knows every action kind, this one too
+
+    async def one(deployment: dict[str, Any]) -> dict[str, Any]:
+        name = str(deployment["name"])
+        settings = deployment.get("retry")
+        if not settings:
+            return {"name": name, "retried": False}
+        key = f"{call.idempotency_key}:{name}"
+        item = replace(call, idempotency_key=key, item=None)
+        outcome = await registry.build(settings, deps).do(item)
+        if isinstance(outcome, NotYet):
+            raise ActionFailed(f"the retry of {name} is still running", transient=True)
+        return {"name": name, "retried": True, "output": outcome}
+
+    results = await asyncio.gather(*(one(d) for d in deployments), return_exceptions=True)
+    failed = [
+        f"{d['name']}: {r.message if isinstance(r, ActionFailed) else r}"
+        for d, r in zip(deployments, results, strict=True)
+        if isinstance(r, BaseException)
+    ]
+    if failed:
+        transient = all(
+            isinstance(r, ActionFailed) and r.transient
+            for r in results
+            if isinstance(r, BaseException)
+        )
+        raise ActionFailed("retry failed: " + "; ".join(failed), transient=transient)
+    return {"retried": [r for r in results if isinstance(r, dict)]}

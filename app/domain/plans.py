@@ -20,6 +20,20 @@ from app.domain.states import ClusterState, Trigger
 class OperationKind(StrEnum):
     FAILOVER = "failover"
     FAILBACK = "failback"
+    # Changes no state: the retry of the deployments whose last validation failed.
+    RETRY_DEPLOYMENTS = "retry_deployments"
+
+
+class Lane(StrEnum):
+    """A pair has at most one unfinished operation per lane; the two never run side by
+    side: a switch asked for cancels the side operation and waits for its end."""
+
+    SWITCH = "switch"
+    SIDE = "side"
+
+
+def lane_of(kind: str) -> Lane:
+    return Lane.SWITCH if kind in (OperationKind.FAILOVER, OperationKind.FAILBACK) else Lane.SIDE
 
 
 class Mode(StrEnum):
@@ -198,6 +212,23 @@ def measured_data_loss(outputs: list[dict[str, Any] | None]) -> dict[str, Any] |
         if isinstance(loss, dict):
             return {"bytes": loss.get("bytes"), "seconds": loss.get("seconds")}
     return None
+
+
+def retry_plan(names: list[str]) -> list[StepPlan]:
+    """retry_deployments: each named deployment's retry action, then its health again.
+    Nothing to undo, and no point of no return: a failover asked for meanwhile cancels it."""
+    return [
+        StepPlan(
+            name="retry",
+            action={"kind": "deployments", "do": "retry", "names": names},
+            timeout_s=DEFAULT_TIMEOUT_S["http"],
+        ),
+        StepPlan(
+            name="validate",
+            action={"kind": "deployments", "do": "revalidate", "names": names},
+            timeout_s=DEFAULT_TIMEOUT_S["deployments"],
+        ),
+    ]
 
 
 def reversible(plan: list[StepPlan]) -> list[bool]:

@@ -166,6 +166,40 @@ async def failback(
     )
 
 
+@router.post(
+    "/v1/clusters/{cluster_id}/deployments/retry",
+    summary="Retry the deployments whose last validation failed (changes no state)",
+    status_code=202,
+    response_model=OperationOut,
+    responses=problems(400, 404, 409, 422),
+)
+async def retry_deployments(
+    cluster_id: ClusterId,
+    request: Request,
+    context: ContextDep,
+    principal: Operator,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    key = idempotency.validate_key(idempotency_key)
+    print_ = idempotency.fingerprint("POST", request.url.path, None)
+
+    async def produce(session):  # type: ignore[no-untyped-def]
+        operation = await service.start_retry(
+            session, context.enqueue, principal.org_id, cluster_id, principal.actor
+        )
+        out = service.render(operation, await service.steps_of(session, operation.id))
+        audit.record(session, request, 202, detail={"operation_id": operation.id})
+        return 202, out.model_dump(mode="json"), {"Location": f"/v1/operations/{operation.id}"}
+
+    stored = await idempotency.run_once(
+        context.sessions, principal.org_id, key, print_, produce, cluster_id=cluster_id
+    )
+    headers = dict(stored.headers)
+    if stored.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(stored.body, status_code=stored.status_code, headers=headers)
+
+
 @router.get(
     "/v1/operations/{operation_id}",
     response_model=OperationOut,

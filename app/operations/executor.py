@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
@@ -32,6 +32,7 @@ from app.columns import utcnow
 from app.db import after_commit, unit_of_work
 from app.domain.plans import (
     RULES,
+    Lane,
     OperationKind,
     OperationStatus,
     StepPlan,
@@ -232,6 +233,11 @@ class Executor:
         run = await self._load(operation_id)
         if run is None:
             return None
+        if run.operation.status == OperationStatus.QUEUED.value and await self._side_unfinished(
+            run
+        ):
+            # A drill or deployment retry is being cancelled for this switch: after it.
+            return utcnow() + SIDE_WAIT
         while True:
             move = next_move(run.view(), utcnow())
             match move:
@@ -275,14 +281,22 @@ class Executor:
             await self._hold(session, run)
         return run
 
+    async def _side_unfinished(self, run: _Run) -> bool:
+        if run.operation.lane != Lane.SWITCH.value:
+            return False
+        async with unit_of_work(self._sessions) as session:
+            side = await session.scalar(
+                select(col(Operation.id)).where(
+                    col(Operation.cluster_id) == run.operation.cluster_id,
+                    col(Operation.lane) == Lane.SIDE.value,
+                    col(Operation.done).is_(False),
+                )
+            )
+        return side is not None
+
     def _call_for(self, run: _Run, index: int, phase: str, item: int | None) -> StepCall:
         operation, cluster, step = run.operation, run.cluster, run.steps[index]
-        failover = operation.kind == OperationKind.FAILOVER.value
-        source, target = (
-            (cluster.primary, cluster.secondary)
-            if failover
-            else (cluster.secondary, cluster.primary)
-        )
+        source, target = _sides(operation, cluster)
         attempt = max(step.attempts, 1) if phase == "do" else max(step.undo_attempts, 1)
         deadline = step.deadline_at if phase == "do" else None
         return StepCall(
@@ -290,7 +304,7 @@ class Executor:
             cluster_name=cluster.name,
             operation_id=operation.id,
             kind=operation.kind,
-            mode=operation.mode,
+            mode=operation.mode or "",
             step=step.name,
             phase=phase,
             attempt=attempt,
@@ -614,10 +628,11 @@ class Executor:
                 return  # the loop asks again and rolls back
             await self._emit(session, run, events)
             events = []
-            rules = RULES[OperationKind(run.operation.kind)]
-            await apply_transition(
-                session, run.operation.cluster_id, rules.succeeded, run.operation.id
-            )
+            rules = RULES.get(OperationKind(run.operation.kind))
+            if rules is not None:
+                await apply_transition(
+                    session, run.operation.cluster_id, rules.succeeded, run.operation.id
+                )
             now = utcnow()
             rto_s = measured_rto_s(
                 run.operation.created_at,
@@ -648,7 +663,8 @@ class Executor:
                     },
                 )
             )
-            events.extend(breaches(run.operation.id, run.cluster, rto_s, loss))
+            if rules is not None:
+                events.extend(breaches(run.operation.id, run.cluster, rto_s, loss))
             await self._emit(session, run, events)
         await self._changed(run.operation.id)
 
@@ -661,10 +677,11 @@ class Executor:
                     await self._set_step(session, run, index, [], status=StepStatus.SKIPPED.value)
             await self._emit(session, run, events)
             events = []
-            rules = RULES[OperationKind(run.operation.kind)]
-            await apply_transition(
-                session, run.operation.cluster_id, rules.rolled_back, run.operation.id
-            )
+            rules = RULES.get(OperationKind(run.operation.kind))
+            if rules is not None:
+                await apply_transition(
+                    session, run.operation.cluster_id, rules.rolled_back, run.operation.id
+                )
             cause = run.operation.rollback_cause
             await self._set_operation(
                 session,
@@ -726,6 +743,9 @@ def _problem(step: str, failure: Failure, *, rolled_back: bool) -> dict[str, Any
     }
 
 
+# How soon a switch waiting for a side operation to end looks again.
+SIDE_WAIT = timedelta(seconds=0.5)
+
 ENDED_STEP = frozenset(
     {
         StepStatus.SUCCEEDED.value,
@@ -755,12 +775,21 @@ def _step_ended(run: _Run, index: int) -> observe.StepEnded:
     )
 
 
+def _sides(operation: Operation, cluster: Cluster) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(source, target): a failover moves to the secondary, a failback to the primary; the
+    kinds that change no state act on the active side."""
+    if operation.kind == OperationKind.FAILOVER.value:
+        return cluster.primary, cluster.secondary
+    if operation.kind == OperationKind.FAILBACK.value:
+        return cluster.secondary, cluster.primary
+    if cluster.secondary.get("region") == cluster.active_region:
+        return cluster.primary, cluster.secondary
+    return cluster.secondary, cluster.primary
+
+
 def _operation_ended(run: _Run) -> observe.OperationEnded:
     operation, cluster = run.operation, run.cluster
-    failover = operation.kind == OperationKind.FAILOVER.value
-    source, target = (
-        (cluster.primary, cluster.secondary) if failover else (cluster.secondary, cluster.primary)
-    )
+    source, target = _sides(operation, cluster)
     return observe.OperationEnded(
         org_id=operation.org_id,
         cluster_id=operation.cluster_id,

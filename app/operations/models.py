@@ -12,10 +12,12 @@ from app.columns import JSONType, UTCDateTime, utcnow
 class Operation(SQLModel, table=True):
     __tablename__ = "operations"
     __table_args__ = (
-        # At most one unfinished operation per pair, whatever the number of API processes.
+        # At most one unfinished operation per pair and lane (a failover or failback; a
+        # drill or deployment retry), whatever the number of API processes.
         sa.Index(
-            "uq_operations_one_unfinished_per_cluster",
+            "uq_operations_one_unfinished_per_lane",
             "cluster_id",
+            "lane",
             unique=True,
             sqlite_where=sa.text("done = 0"),
             postgresql_where=sa.text("done = false"),
@@ -26,8 +28,12 @@ class Operation(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=40)
     cluster_id: str = Field(foreign_key="clusters.id", max_length=40)
     org_id: str = Field(foreign_key="organizations.id", max_length=40, index=True)
-    kind: str = Field(max_length=16)
-    mode: str = Field(max_length=16)
+    kind: str = Field(max_length=24)
+    # planned | forced; None for the kinds that change no state.
+    mode: str | None = Field(default=None, max_length=16)
+    # switch (failover, failback) or side (drill, retry_deployments): the two never run
+    # side by side; a switch asked for cancels the side operation and waits for its end.
+    lane: str = Field(default="switch", max_length=8)
     status: str = Field(max_length=16, index=True)
     done: bool = False
     from_state: str = Field(max_length=32)

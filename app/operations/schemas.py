@@ -57,7 +57,8 @@ class OperationOut(Strict):
     id: str
     cluster_id: str
     kind: OperationKind
-    mode: Mode
+    # Null for the kinds that change no state (retry_deployments).
+    mode: Mode | None
     status: OperationStatus
     done: bool
     from_state: str

@@ -19,9 +19,11 @@ from app.clusters.models import Cluster
 from app.clusters.transitions import apply_transition, emit_event
 from app.columns import new_id, utcnow
 from app.db import after_commit
+from app.deployments import service as deployment_service
 from app.domain.plans import (
     RULES,
     UNFINISHED,
+    Lane,
     Mode,
     OperationKind,
     OperationStatus,
@@ -29,6 +31,7 @@ from app.domain.plans import (
     StepStatus,
     initial_status,
     plan_for,
+    retry_plan,
     reversible,
 )
 from app.domain.states import ClusterState, TransitionRefused, allowed_actions, next_state
@@ -80,38 +83,30 @@ async def start(
         raise refused(state.value, kind.value) from None
 
     plan = plan_for(cluster.driver, cluster.plan, kind, cluster.deployments)
-    operation = Operation(
-        id=new_id("op"),
-        cluster_id=cluster.id,
-        org_id=cluster.org_id,
-        kind=kind.value,
-        mode=request.mode.value,
-        status=OperationStatus.QUEUED.value,
-        from_state=rules.origin.value,
-        target_state=rules.target.value,
-        reason=request.reason,
-        requested_by=requested_by,
-        accept_data_loss=request.accept_data_loss,
-        plan=[step.to_dict() for step in plan],
+    operation = await _insert(
+        session,
+        cluster,
+        Operation(
+            id=new_id("op"),
+            cluster_id=cluster.id,
+            org_id=cluster.org_id,
+            kind=kind.value,
+            mode=request.mode.value,
+            lane=Lane.SWITCH.value,
+            status=OperationStatus.QUEUED.value,
+            from_state=rules.origin.value,
+            target_state=rules.target.value,
+            reason=request.reason,
+            requested_by=requested_by,
+            accept_data_loss=request.accept_data_loss,
+            plan=[step.to_dict() for step in plan],
+        ),
+        plan,
+        Mode(request.mode),
     )
-    session.add(operation)
-    for position, (step, can_undo) in enumerate(zip(plan, reversible(plan), strict=True)):
-        session.add(
-            OperationStep(
-                operation_id=operation.id,
-                position=position,
-                name=step.name,
-                status=initial_status(step, Mode(request.mode)).value,
-                reversible=can_undo,
-            )
-        )
-    try:
-        await session.flush()
-    except IntegrityError:
-        # The unique partial index: another unfinished operation owns this pair.
-        raise OperationInProgress(
-            "another operation is unfinished on this cluster", current_state=state.value
-        ) from None
+    # A drill or deployment retry under way gives way: cancelled now, the switch starts
+    # once it has ended (the executor waits for it).
+    await _cancel_side(session, enqueue, cluster.id)
     await emit_event(
         session,
         cluster.id,
@@ -124,6 +119,117 @@ async def start(
         .where(Cluster.id == cluster.id)  # type: ignore[arg-type]
         .values(last_operation_id=operation.id)
         .execution_options(synchronize_session=False)
+    )
+    op_id, epoch = operation.id, operation.lease_epoch
+    after_commit(session, lambda: enqueue(op_id, epoch))
+    return operation
+
+
+async def _insert(
+    session: AsyncSession,
+    cluster: Cluster,
+    operation: Operation,
+    plan: list[StepPlan],
+    mode: Mode | None,
+) -> Operation:
+    session.add(operation)
+    for position, (step, can_undo) in enumerate(zip(plan, reversible(plan), strict=True)):
+        session.add(
+            OperationStep(
+                operation_id=operation.id,
+                position=position,
+                name=step.name,
+                status=(initial_status(step, mode) if mode else StepStatus.PENDING).value,
+                reversible=can_undo,
+            )
+        )
+    try:
+        await session.flush()
+    except IntegrityError:
+        # The unique partial index: another unfinished operation owns this pair's lane.
+        raise OperationInProgress(
+            "another operation is unfinished on this cluster", current_state=cluster.state
+        ) from None
+    return operation
+
+
+async def _cancel_side(session: AsyncSession, enqueue: Enqueue, cluster_id: str) -> None:
+    side = (
+        await session.execute(
+            update(Operation)
+            .where(
+                col(Operation.cluster_id) == cluster_id,
+                col(Operation.lane) == Lane.SIDE.value,
+                col(Operation.status).in_(
+                    [OperationStatus.QUEUED.value, OperationStatus.RUNNING.value]
+                ),
+            )
+            .values(status=OperationStatus.CANCELLING.value, wake_at=None, updated_at=utcnow())
+            .returning(col(Operation.id), col(Operation.lease_epoch))
+            .execution_options(synchronize_session=False)
+        )
+    ).first()
+    if side is None:
+        return
+    side_id, epoch = str(side[0]), int(side[1])
+    await emit_event(session, cluster_id, "operation.cancelling", {"operation_id": side_id})
+    after_commit(session, lambda: enqueue(side_id, epoch))
+
+
+async def start_retry(
+    session: AsyncSession, enqueue: Enqueue, org_id: str, cluster_id: str, requested_by: str
+) -> Operation:
+    """retry_deployments: in a steady state only, for the deployments whose last result
+    failed (unhealthy, or Airflow task instances that failed in the operation's window)."""
+    cluster = await cluster_service.locked(session, org_id, cluster_id)
+    state = ClusterState(cluster.state)
+    if state not in (ClusterState.PRIMARY_ACTIVE, ClusterState.SECONDARY_ACTIVE):
+        raise refused(
+            state.value,
+            OperationKind.RETRY_DEPLOYMENTS.value,
+            f"cluster is {state.value}: retry its failover or failback instead",
+        )
+    results = await deployment_service.results_of(session, cluster.id)
+    names = [
+        str(d["name"])
+        for d in cluster.deployments
+        if (row := results.get(str(d["name"]))) is not None and row.needs_retry
+    ]
+    if not names:
+        raise InvalidTransition(
+            "no deployment's last validation failed: nothing to retry",
+            operation_status=None,
+        )
+    plan = retry_plan(names)
+    operation = await _insert(
+        session,
+        cluster,
+        Operation(
+            id=new_id("op"),
+            cluster_id=cluster.id,
+            org_id=cluster.org_id,
+            kind=OperationKind.RETRY_DEPLOYMENTS.value,
+            mode=None,
+            lane=Lane.SIDE.value,
+            status=OperationStatus.QUEUED.value,
+            from_state=state.value,
+            target_state=state.value,
+            requested_by=requested_by,
+            plan=[step.to_dict() for step in plan],
+        ),
+        plan,
+        None,
+    )
+    await emit_event(
+        session,
+        cluster.id,
+        "operation.created",
+        {
+            "operation_id": operation.id,
+            "kind": operation.kind,
+            "mode": None,
+            "deployments": names,
+        },
     )
     op_id, epoch = operation.id, operation.lease_epoch
     after_commit(session, lambda: enqueue(op_id, epoch))

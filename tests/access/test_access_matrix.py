@@ -168,6 +168,16 @@ async def _deployments(w: World) -> Call:
     return Call("GET", f"/v1/clusters/{await w.cluster()}/deployments")
 
 
+async def _retry_deployments(w: World) -> Call:
+    body = pair_body()
+    body["deployments"] = [{"name": "api", "health": {"url": "http://127.0.0.1:9/{name}"}}]
+    created = await w.admin.post("/v1/clusters", json=body)
+    assert created.status_code == 201, created.text
+    cid = created.json()["id"]
+    assert (await wait_done(w.admin, (await start_ok(w.admin, cid))["id"]))["warnings"]
+    return Call("POST", f"/v1/clusters/{cid}/deployments/retry", headers=key())
+
+
 async def _approve(w: World) -> Call:
     return Call("POST", f"/v1/operations/{await w.awaiting_approval()}/approve", json={})
 
@@ -283,6 +293,11 @@ MATRIX: dict[tuple[str, str], tuple[str, Build, set[int]]] = {
     ("GET", "/v1/clusters/{cluster_id}/events"): ("viewer", _cluster_events, {200}),
     ("GET", "/v1/clusters/{cluster_id}/readiness"): ("viewer", _readiness, {200}),
     ("GET", "/v1/clusters/{cluster_id}/deployments"): ("viewer", _deployments, {200}),
+    ("POST", "/v1/clusters/{cluster_id}/deployments/retry"): (
+        "operator",
+        _retry_deployments,
+        {202},
+    ),
     ("POST", "/v1/clusters/{cluster_id}/rotate-runbook-secret"): (
         "admin",
         _rotate_runbook_secret,

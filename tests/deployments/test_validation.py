@@ -3,14 +3,16 @@ health servers on loopback, one per region, the real API and worker processes.""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.actions.test_http import step_of
-from tests.helpers import pair_body, start_ok, wait_done
+from tests.helpers import pair_body, start_ok, wait_done, wait_for
 from tests.runbook import Call, Reply, Runbook
 
 
@@ -122,3 +124,93 @@ async def test_deployment_settings_are_checked_on_save(client: httpx.AsyncClient
         )
         assert response.status_code == 422, (deployments_, response.text)
         assert "deployment 'a'" in response.json()["detail"]
+
+
+async def test_retry_calls_only_the_failed_ones_then_validates_them_again(
+    client: httpx.AsyncClient, east: Runbook, west: Runbook
+) -> None:
+    west.answer = serving({"ledger"})
+    body = {**pair_body(), "deployments": deployments(east, west)}
+    body["deployments"][0]["retry"] = {"kind": "http", "url": west.url("/retry/ledger")}
+    body["deployments"][1]["retry"] = {"kind": "http", "url": west.url("/retry/reports")}
+    created = await client.post("/v1/clusters", json=body)
+    assert created.status_code == 201, created.text
+    pair = created.json()
+    over = await wait_done(client, (await start_ok(client, pair["id"]))["id"])
+    assert over["status"] == "succeeded" and over["warnings"]
+
+    healthy = {"ledger"}
+
+    def answer(call: Call) -> Reply:
+        if call.method == "POST" and call.path.startswith("/retry/"):
+            healthy.add(call.path.rsplit("/", 1)[-1])  # the retry repairs it
+            return Reply(200, {"restarted": True})
+        return serving(healthy)(call)
+
+    west.answer = answer
+    key = {"Idempotency-Key": "retry-1"}
+    started = await client.post(f"/v1/clusters/{pair['id']}/deployments/retry", headers=key)
+    assert started.status_code == 202, started.text
+    assert started.json()["kind"] == "retry_deployments" and started.json()["mode"] is None
+    retry = await wait_done(client, started.json()["id"])
+    assert retry["status"] == "succeeded", [s["error"] for s in retry["steps"]]
+    # Only the failed one was retried, then checked again.
+    assert [c.path for c in west.of("POST")] == ["/retry/reports"]
+    assert west.of("POST")[0].headers["idempotency-key"] == f"{retry['id']}:retry:1:reports"
+    listed = (await client.get(f"/v1/clusters/{pair['id']}/deployments")).json()["items"]
+    reports = next(d for d in listed if d["name"] == "reports")["last_result"]
+    assert reports["healthy"] is True and reports["operation_id"] == retry["id"]
+    # The pair's state is untouched; nothing left to retry now.
+    assert (await client.get(f"/v1/clusters/{pair['id']}")).json()["state"] == "secondary-active"
+    again = await client.post(
+        f"/v1/clusters/{pair['id']}/deployments/retry", headers={"Idempotency-Key": "retry-2"}
+    )
+    assert again.status_code == 409, again.text
+
+
+async def test_a_failback_asked_for_during_a_retry_cancels_it_and_runs_after(
+    client: httpx.AsyncClient, east: Runbook, west: Runbook
+) -> None:
+    west.answer = serving({"ledger"})
+    body = {**pair_body(gate=[]), "deployments": deployments(east, west)}
+    body["deployments"][1]["retry"] = {"kind": "http", "url": west.url("/retry/reports")}
+    created = await client.post("/v1/clusters", json=body)
+    pair = created.json()
+    assert (await wait_done(client, (await start_ok(client, pair["id"]))["id"]))["warnings"]
+
+    release = threading.Event()
+
+    def answer(call: Call) -> Reply:
+        if call.path == "/retry/reports":
+            return Reply(200, {}, hold=release)  # the retry hangs until the test lets it go
+        return serving({"ledger", "reports"})(call)
+
+    west.answer = answer
+    east.answer = serving({"ledger", "reports"})
+    retry = await client.post(
+        f"/v1/clusters/{pair['id']}/deployments/retry", headers={"Idempotency-Key": "r"}
+    )
+    assert retry.status_code == 202, retry.text
+
+    async def retry_called() -> bool:
+        return bool(west.of("POST", "/retry/reports"))
+
+    try:
+        await wait_for(retry_called, timeout_s=30)
+        back = await start_ok(client, pair["id"], "failback")
+        assert back["status"] == "queued"
+        # A second side operation is refused while one is unfinished.
+        other = await client.post(
+            f"/v1/clusters/{pair['id']}/deployments/retry", headers={"Idempotency-Key": "r2"}
+        )
+        assert other.status_code == 409, other.text
+    finally:
+        release.set()
+    cancelled = await wait_done(client, retry.json()["id"])
+    assert cancelled["status"] == "cancelled"
+    done = await wait_done(client, back["id"])
+    assert done["status"] == "succeeded"
+    assert datetime.fromisoformat(done["started_at"]) >= datetime.fromisoformat(
+        cancelled["finished_at"]
+    )
+    assert (await client.get(f"/v1/clusters/{pair['id']}")).json()["state"] == "primary-active"
