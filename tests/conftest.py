@@ -22,6 +22,7 @@ import redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import create_engine, session_factory
+from tests.airflow import airflow  # noqa: F401  (a real Airflow 3, session fixture)
 from tests.backends import backends, reachable
 from tests.stack import ROOT, Stack
 
