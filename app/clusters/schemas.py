@@ -4,7 +4,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, field_serializer, model_validator
 
 from app.actions import registry as actions
 from app.actions import templating
@@ -251,6 +251,11 @@ class ClusterOut(Strict):
     allowed_actions: list[str]
     created_at: datetime
     updated_at: datetime
+
+    @field_serializer("deployments")
+    def _as_sent(self, deployments: list[Deployment]) -> list[dict[str, Any]]:
+        """Each deployment as it was sent: the settings left out stay out."""
+        return [d.model_dump(mode="json", exclude_defaults=True) for d in deployments]
 
 
 class ClusterCreated(ClusterOut):

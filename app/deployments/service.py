@@ -20,7 +20,7 @@ from app import outbound
 from app.actions import templating
 from app.actions.base import ActionDeps, ActionFailed, NotYet, Output, StepCall
 from app.actions.check import contains
-from app.actions.http import excerpt
+from app.actions.http import HttpAction, excerpt
 from app.columns import utcnow
 from app.db import unit_of_work
 from app.deployments.models import DeploymentResult
@@ -150,8 +150,6 @@ async def forget_pair(session: AsyncSession, cluster_id: str) -> None:
 async def retry(deps: ActionDeps, call: StepCall, deployments: list[dict[str, Any]]) -> Output:
     """Each deployment's retry action, at once, each call with a key of its own
     (`op:step:attempt:name`); a deployment without one is only validated again."""
-    from app.actions import registry  # registry knows every action kind, this one too
-
     async def one(deployment: dict[str, Any]) -> dict[str, Any]:
         name = str(deployment["name"])
         settings = deployment.get("retry")
@@ -159,7 +157,7 @@ async def retry(deps: ActionDeps, call: StepCall, deployments: list[dict[str, An
             return {"name": name, "retried": False}
         key = f"{call.idempotency_key}:{name}"
         item = replace(call, idempotency_key=key, item=None)
-        outcome = await registry.build(settings, deps).do(item)
+        outcome = await HttpAction(settings, deps).do(item)  # a retry is an http action
         if isinstance(outcome, NotYet):
             raise ActionFailed(f"the retry of {name} is still running", transient=True)
         return {"name": name, "retried": True, "output": outcome}
