@@ -21,11 +21,12 @@ from app.clusters import api as clusters
 from app.config import Settings, get_settings
 from app.context import Context, build_context
 from app.db import unit_of_work
-from app.errors import install_handlers
 from app.deployments import api as deployments
+from app.errors import install_handlers
 from app.events import api as events
 from app.health import api as health
 from app.metrics import api as metrics
+from app.metrics.http import HttpMetricsMiddleware
 from app.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from app.operations import api as operations
 from app.problems import ProblemDetails, problems
@@ -90,6 +91,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.add_middleware(RefusalAuditMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=1024 * 1024)
     app.add_middleware(RequestIdMiddleware)
+    # Outermost: counts and times every answer, the middlewares' own included.
+    app.add_middleware(HttpMetricsMiddleware)
     app.include_router(health.router)
     app.include_router(access.router)
     app.include_router(metrics.router)

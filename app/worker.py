@@ -82,7 +82,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         async def probe() -> Readiness:
             return await readiness(context.engine, context.redis, worker.state)
 
-        ctx["health"] = await health_server.serve(settings.host, ctx["health_port"], probe)
+        ctx["health"] = await health_server.serve(settings.host, ctx["health_port"], probe, context)
 
 
 async def dispatch(dispatcher: Dispatcher, notifier: Notifier) -> None:

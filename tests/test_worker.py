@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.backends import backends
-from tests.conftest import BACKEND
+from tests.conftest import ADMIN_TOKEN, BACKEND
 from tests.helpers import (
     create_cluster,
     effects_of,
@@ -109,8 +109,12 @@ async def test_a_worker_serves_its_health_port(live_stack: Stack) -> None:
             assert (await client.get("/healthz")).json() == {"status": "ok"}
             body = (await client.get("/readyz")).json()
             assert body["worker"] == "ok" and body["database"] == body["redis"] == "ok"
-            metrics = await client.get("/metrics")
+            # Its own metrics, as on the API: with a token (tests/metrics has the rest).
+            assert (await client.get("/metrics")).status_code == 401
+            auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            metrics = await client.get("/metrics", headers=auth)
             assert metrics.status_code == 200
             assert "process_cpu_seconds_total" in metrics.text
+            assert "# TYPE tandem_step_duration_seconds histogram" in metrics.text
     finally:
         worker.kill(signal.SIGTERM)

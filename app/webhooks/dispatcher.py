@@ -27,6 +27,7 @@ from app.coordination import Lease
 from app.db import unit_of_work
 from app.events.models import Event
 from app.events.service import emit_event
+from app.metrics.process import webhook_delivered
 from app.webhooks.delivery import Outcome, build_request, next_delay, send
 from app.webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
@@ -189,6 +190,7 @@ class Dispatcher:
                 settled = await self.attempt(delivery.id)
                 continue
             outcome = await send(self._http, request, self._settings)
+            webhook_delivered(endpoint.org_id, outcome.ok)
             if not outcome.ok:
                 await self._record_sent(sent)
                 sent = []
@@ -278,6 +280,7 @@ class Dispatcher:
                 return True
 
         outcome = await send(self._http, request, self._settings)
+        webhook_delivered(endpoint.org_id, outcome.ok)
         return await self.record(delivery_id, prior_attempts, outcome)
 
     async def record(self, delivery_id: str, prior_attempts: int, outcome: Outcome) -> bool:
