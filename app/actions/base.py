@@ -84,6 +84,8 @@ class StepCall:
     deployments: list[dict[str, Any]]
     # The pair's runbook secrets: the current one, and the previous one while it overlaps.
     signing_secrets: tuple[str, ...] = ()
+    # When the operation was created: the window in which deployments' failures count.
+    operation_created_at: datetime | None = None
     # Its index in a `parallel` step: the step calls every item again until all are done,
     # so an item that is done remembers its output (app.actions.progress).
     item: int | None = None
@@ -110,6 +112,11 @@ class Action(ABC):
     # True for actions that change nothing (check, approval, ...): a step before the
     # point of no return needs an undo unless its action changes nothing.
     changes_nothing: ClassVar[bool] = False
+
+    @classmethod
+    def changes_nothing_with(cls, settings: dict[str, Any]) -> bool:
+        """Whether these settings change nothing (most kinds: the class says)."""
+        return cls.changes_nothing
 
     def __init__(self, settings: dict[str, Any], deps: ActionDeps) -> None:
         self.settings = settings

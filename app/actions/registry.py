@@ -46,7 +46,7 @@ def settings_problems(settings: object) -> list[str]:
 
 def changes_nothing(settings: dict[str, Any]) -> bool:
     action = KINDS.get(str(settings.get("kind")))
-    return action is not None and action.changes_nothing
+    return action is not None and action.changes_nothing_with(settings)
 
 
 def build(settings: dict[str, Any], deps: ActionDeps) -> Action:

@@ -17,12 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app import outbound
-from app.actions import templating
+from app.actions import progress, templating
 from app.actions.base import ActionDeps, ActionFailed, NotYet, Output, StepCall
 from app.actions.check import contains
 from app.actions.http import HttpAction, excerpt
 from app.columns import utcnow
 from app.db import unit_of_work
+from app.deployments.airflow import AirflowClient, AirflowError
 from app.deployments.models import DeploymentResult
 
 GET_TIMEOUT_S = 5.0
@@ -83,16 +84,57 @@ async def _http_health(
     return Health(name, critical, True, f"{url}: HTTP {response.status_code}")
 
 
+async def airflow_client(
+    deps: ActionDeps, call: StepCall, deployment: dict[str, Any], region: str
+) -> AirflowClient | None:
+    """The deployment's Airflow in `region` (None: it has none there)."""
+    url = (deployment.get("api_url") or {}).get(region)
+    if url is None:
+        return None
+
+    async def secret(secret_name: str) -> str:
+        return await deps.secrets(call.cluster_id, secret_name)
+
+    values = {**call.placeholders(), "region": region, "name": str(deployment["name"])}
+    return AirflowClient(
+        deps.http,
+        str(await templating.render(url, values, secret)),
+        username=str(deployment["username"]),
+        password=str(await templating.render(deployment["password"], values, secret)),
+        extensions=outbound.reach(deps.networks),
+        timeout=GET_TIMEOUT_S,
+    )
+
+
+async def _airflow_health(
+    deps: ActionDeps, call: StepCall, deployment: dict[str, Any], region: str
+) -> Health:
+    """Healthy is Airflow's own health; the task instances that failed or went up for
+    retry since the operation began are listed, and make it eligible for retry."""
+    name, critical = str(deployment["name"]), bool(deployment.get("critical"))
+    try:
+        client = await airflow_client(deps, call, deployment, region)
+    except ActionFailed as exc:  # a secret that is not set
+        return Health(name, critical, False, exc.message)
+    if client is None:
+        return Health(name, critical, False, f"no api_url for region {region}")
+    healthy, detail = await client.health()
+    failed: list[dict[str, Any]] | None = None
+    since = call.operation_created_at or utcnow()
+    try:
+        failed = [dict(ti) for ti in await client.failed_task_instances(since)]
+    except AirflowError as exc:
+        detail = f"{detail}; failed task instances unknown: {exc.message}"
+    if failed:
+        detail = f"{detail}; {len(failed)} task instance(s) failed since the operation began"
+    return Health(name, critical, healthy, detail, failed or None)
+
+
 async def check_one(
     deps: ActionDeps, call: StepCall, deployment: dict[str, Any], region: str
 ) -> Health:
     if deployment.get("kind") == "airflow":
-        return Health(
-            str(deployment["name"]),
-            bool(deployment.get("critical")),
-            False,
-            "airflow deployments are not validated yet",
-        )
+        return await _airflow_health(deps, call, deployment, region)
     return await _http_health(deps, call, deployment, region)
 
 
@@ -150,8 +192,14 @@ async def forget_pair(session: AsyncSession, cluster_id: str) -> None:
 async def retry(deps: ActionDeps, call: StepCall, deployments: list[dict[str, Any]]) -> Output:
     """Each deployment's retry action, at once, each call with a key of its own
     (`op:step:attempt:name`); a deployment without one is only validated again."""
+    async with unit_of_work(deps.sessions) as session:
+        last = await results_of(session, call.cluster_id)
+    region = str(call.target.get("region"))
+
     async def one(deployment: dict[str, Any]) -> dict[str, Any]:
         name = str(deployment["name"])
+        if deployment.get("kind") == "airflow":
+            return await _clear(deps, call, deployment, region, last.get(name))
         settings = deployment.get("retry")
         if not settings:
             return {"name": name, "retried": False}
@@ -176,3 +224,66 @@ async def retry(deps: ActionDeps, call: StepCall, deployments: list[dict[str, An
         )
         raise ActionFailed("retry failed: " + "; ".join(failed), transient=transient)
     return {"retried": [r for r in results if isinstance(r, dict)]}
+
+
+async def _clear(
+    deps: ActionDeps,
+    call: StepCall,
+    deployment: dict[str, Any],
+    region: str,
+    last: DeploymentResult | None,
+) -> dict[str, Any]:
+    """An Airflow deployment's retry: clear exactly the task instances its last
+    validation listed, so Airflow runs them again."""
+    name = str(deployment["name"])
+    tasks = list((last.failed_tasks if last is not None else None) or [])
+    client = await airflow_client(deps, call, deployment, region)
+    if client is None:
+        raise ActionFailed(f"{name} has no api_url for region {region}")
+    try:
+        cleared = await client.clear(tasks, note=f"retried by Tandem ({call.operation_id})")  # type: ignore[arg-type]
+    except AirflowError as exc:
+        raise ActionFailed(f"{name}: {exc.message}", transient=exc.transient) from None
+    return {"name": name, "retried": True, "cleared": [dict(t) for t in cleared]}
+
+
+async def pause_or_resume(deps: ActionDeps, call: StepCall, do: str) -> Output:
+    """Airflow deployments in pause_schedulers (pause every unpaused DAG on the source,
+    remembering which), resume_schedulers (unpause those on the target) and the pause's
+    undo (unpause them on the source). A DAG a person had paused stays paused."""
+    region = str((call.source if do in ("pause", "unpause") else call.target).get("region"))
+    done: dict[str, list[str]] = {}
+    for deployment in call.deployments:
+        if deployment.get("kind") != "airflow":
+            continue
+        name = str(deployment["name"])
+        key = f"{call.operation_id}:airflow-paused:{name}"
+        client = await airflow_client(deps, call, deployment, region)
+        if client is None:
+            continue
+        try:
+            if do == "pause":
+                remembered = await progress.recall(deps.sessions, key)
+                paused: list[str] = []
+                try:
+                    paused = await client.pause_all()
+                except AirflowError as exc:
+                    paused = exc.paused
+                    raise
+                finally:
+                    if paused or remembered is None:
+                        before = list((remembered or {}).get("dags", []))
+                        await progress.remember(
+                            deps.sessions,
+                            key,
+                            call.cluster_id,
+                            {"dags": sorted(set(before) | set(paused))},
+                        )
+                done[name] = paused
+            else:
+                dags = list((await progress.recall(deps.sessions, key) or {}).get("dags", []))
+                done[name] = await client.resume(dags)
+        except AirflowError as exc:
+            raise ActionFailed(f"{name}: {exc.message}", transient=exc.transient) from None
+    verb = {"pause": "paused", "resume": "resumed", "unpause": "resumed"}[do]
+    return {verb: done, "region": region}

@@ -85,7 +85,8 @@ MAX_TIMEOUT_S = 7 * 24 * 3600
 class StepPlan:
     name: str
     action: dict[str, Any]
-    undo: dict[str, Any] | None = None
+    # One action, or (in the default plan) several undone together.
+    undo: dict[str, Any] | list[dict[str, Any]] | None = None
     point_of_no_return: bool = False
     skip_when_forced: bool = False
     # Its end is when traffic moved: measured_rto_s counts up to it.
@@ -126,7 +127,12 @@ STEP_NAMES = tuple(name for name, _ in DEFAULT_STEPS)
 VALIDATE_DEPLOYMENTS = "validate_deployments"
 
 
-def default_plan(driver: dict[str, Any], validates_deployments: bool = False) -> list[StepPlan]:
+PAUSE_SCHEDULERS, RESUME_SCHEDULERS = "pause_schedulers", "resume_schedulers"
+
+
+def default_plan(
+    driver: dict[str, Any], validates_deployments: bool = False, pauses_deployments: bool = False
+) -> list[StepPlan]:
     """The default plan, every step carried out by the pair's driver (an action kind);
     `validate_deployments` runs the `deployments` action instead when the pair's
     deployments have health checks (checking health changes nothing, whatever the driver)."""
@@ -146,6 +152,23 @@ def default_plan(driver: dict[str, Any], validates_deployments: bool = False) ->
                     name=name,
                     action={"kind": "deployments"},
                     timeout_s=float(timeouts.get(name, DEFAULT_TIMEOUT_S["deployments"])),
+                )
+            )
+            continue
+        if pauses_deployments and name in (PAUSE_SCHEDULERS, RESUME_SCHEDULERS):
+            # The deployments that can pause (Airflow) pause and resume beside the driver.
+            pause = name == PAUSE_SCHEDULERS
+            ours = {"kind": "deployments", "do": "pause" if pause else "resume"}
+            steps.append(
+                StepPlan(
+                    name=name,
+                    action=dict(driver),
+                    parallel=(dict(driver), ours),
+                    undo=[dict(driver), {"kind": "deployments", "do": "unpause"}]
+                    if pause
+                    else None,
+                    skip_when_forced=skip_when_forced,
+                    timeout_s=float(timeouts.get(name, fallback)),
                 )
             )
             continue
@@ -191,7 +214,8 @@ def plan_for(
     default plan through its driver."""
     if not plan:
         checked = any(d.get("health") or d.get("kind") == "airflow" for d in deployments or [])
-        return default_plan(driver, checked)
+        pauses = any(d.get("kind") == "airflow" for d in deployments or [])
+        return default_plan(driver, checked, pauses)
     specs = plan.get("failback_steps") if kind == OperationKind.FAILBACK else None
     return [_step(spec) for spec in specs or plan["steps"]]
 

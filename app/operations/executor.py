@@ -314,6 +314,7 @@ class Executor:
             target=dict(target),
             deployments=list(cluster.deployments),
             signing_secrets=cluster.runbook_secrets(),
+            operation_created_at=operation.created_at,
             item=item,
         )
 
@@ -323,7 +324,8 @@ class Executor:
         spec = run.plan[index]
         if phase == "undo" and spec.undo is None:
             return {}  # a step that changes nothing (a check, an approval) has nothing to undo
-        settings = spec.actions() if phase == "do" else [spec.undo or {}]
+        undo = spec.undo or {}
+        settings = spec.actions() if phase == "do" else undo if isinstance(undo, list) else [undo]
         items: list[int | None] = [None] if len(settings) == 1 else list(range(len(settings)))
         calls = [self._call_for(run, index, phase, item) for item in items]
         deadline = calls[0].deadline_at
