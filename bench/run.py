@@ -8,6 +8,11 @@
     same concurrent client, runs interleaved. Target: at least 50%.
 (c) webhooks: delivery throughput beside a plain loop of signed POSTs, and commit ->
     receipt latency beside (a)'s no-op round trip (see bench/webhooks.py).
+(d) http steps: an operation of 7 `http` steps against a loopback runbook beside 7 signed
+    httpx POSTs in a loop (see bench/http_step.py). Target: ratio at most 1.5x.
+(e) readiness: one evaluation round of 1,000 pairs with one `check` each, in-process, on
+    a database of its own, beside plain httpx GETs (see bench/readiness.py). Target:
+    under 1 ms of Tandem CPU per check.
 
 Bounded in count and time; loopback only; prints a table and writes bench/results/latest.json.
 """
@@ -36,7 +41,7 @@ from arq.connections import ArqRedis, RedisSettings
 from redis.asyncio import Redis
 
 from app.config import Settings
-from bench import webhooks
+from bench import http_step, readiness, webhooks
 from bench.procstat import MachineCpu, process_cpu_s, self_cpu_s
 from bench.services import (
     clean_redis,
@@ -44,6 +49,7 @@ from bench.services import (
     drop_pg_database,
     migrate,
     pick_redis_url,
+    tandem_env,
 )
 from bench.stats import median, p95, summary_ms, table
 from tests.stack import ROOT, Process, Stack
@@ -354,6 +360,11 @@ async def measure(stack: Stack, env: dict[str, str], pg: dict[str, str], noop: P
     results["throughput"] = await asyncio.wait_for(
         phase_throughput(stack.base_url, stack.api.pid, op_id), PHASE_TIMEOUT_S
     )
+    # Before (c): (c) leaves a webhook endpoint that every later event would be sent to.
+    results["http_step"] = await asyncio.wait_for(
+        http_step.measure(stack.base_url, AUTH, stack.api.pid, pids["worker"], pg["dsn"]),
+        PHASE_TIMEOUT_S,
+    )
     results["webhooks"] = await asyncio.wait_for(
         webhooks.measure(
             stack.base_url, env["TANDEM_DATABASE_URL"], pg["dsn"], redis_url, pids["worker"]
@@ -418,6 +429,8 @@ def report(raw: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
             "runs": runs,
         },
         "c_webhooks": webhooks.report(raw["webhooks"], n_total),
+        "d_http_step": http_step.report(raw["http_step"]),
+        "e_readiness": readiness.report(raw["readiness"]),
         "profile": {
             "failover_phases": breakdown,
             "per_failover_counters": raw["latency"]["per_failover"],
@@ -506,6 +519,10 @@ def render(fig: dict[str, Any]) -> str:
         "",
         *webhooks.render(fig["c_webhooks"]),
         "",
+        *http_step.render(fig["d_http_step"]),
+        "",
+        *readiness.render(fig["e_readiness"]),
+        "",
         "profile of one failover (medians over the samples, from the operation's timestamps)",
         table(
             ["phase", "median", "p95"],
@@ -548,15 +565,7 @@ def main() -> int:
         redis_url = pick_redis_url()
         queue = f"tandem:bench:{token}"
         env = {
-            "TANDEM_DATABASE_URL": database_url,
-            "TANDEM_REDIS_URL": redis_url,
-            "TANDEM_QUEUE_NAME": queue,
-            "TANDEM_DATA_DIR": str(tmp / "data"),
-            "TANDEM_LOG_LEVEL": "info",
-            "TANDEM_WEBHOOK_ALLOW_PRIVATE": "1",
-            # The first API start registers it as the admin token the bench uses.
-            "TANDEM_BOOTSTRAP_TOKEN": BENCH_TOKEN,
-            "TANDEM_RATE_LIMIT_PER_MINUTE": "1000000",
+            **tandem_env(database_url, redis_url, queue, tmp / "data", BENCH_TOKEN),
             "BENCH_REDIS_URL": redis_url,
             "BENCH_QUEUE": f"{queue}:noop",
             "BENCH_JOB_PREFIX": f"bench-{token}-",
@@ -574,6 +583,10 @@ def main() -> int:
             noop.kill(signal.SIGTERM)
             stack.stop()
             clean_redis(redis_url, [f"{queue}*", f"arq:*{env['BENCH_JOB_PREFIX']}*"])
+        # In this process with the stack stopped (its worker would evaluate these pairs
+        # too, and its queue polling would cost CPU), on a database of its own.
+        print("bench: readiness of many pairs", file=sys.stderr)
+        raw["readiness"] = readiness.run()
         meta = {
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "elapsed_s": round(time.monotonic() - started, 1),

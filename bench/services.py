@@ -8,6 +8,7 @@ import random
 import secrets
 import subprocess
 import sys
+from pathlib import Path
 
 import asyncpg
 import redis
@@ -75,3 +76,22 @@ def clean_redis(url: str, patterns: list[str]) -> int:
     finally:
         client.close()
     return deleted
+
+
+def tandem_env(
+    database_url: str, redis_url: str, queue: str, data_dir: Path, token: str
+) -> dict[str, str]:
+    """The environment of the bench's API and worker processes."""
+    return {
+        "TANDEM_DATABASE_URL": database_url,
+        "TANDEM_REDIS_URL": redis_url,
+        "TANDEM_QUEUE_NAME": queue,
+        "TANDEM_DATA_DIR": str(data_dir),
+        "TANDEM_LOG_LEVEL": "info",
+        "TANDEM_WEBHOOK_ALLOW_PRIVATE": "1",
+        # The runbooks of (d) are on loopback.
+        "TANDEM_ACTION_NETWORKS": "all",
+        # The first API start registers it as the admin token the bench uses.
+        "TANDEM_BOOTSTRAP_TOKEN": token,
+        "TANDEM_RATE_LIMIT_PER_MINUTE": "1000000",
+    }

@@ -10,19 +10,28 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def p95(values: Sequence[float]) -> float:
-    """95th percentile, linear interpolation between closest ranks."""
+def percentile(values: Sequence[float], q: int) -> float:
+    """The q-th percentile, linear interpolation between closest ranks."""
     if not values:
         return float("nan")
     if len(values) == 1:
         return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[94]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def p90(values: Sequence[float]) -> float:
+    return percentile(values, 90)
+
+
+def p95(values: Sequence[float]) -> float:
+    return percentile(values, 95)
 
 
 def summary_ms(values_s: Sequence[float]) -> dict[str, float | int]:
     return {
         "n": len(values_s),
         "median_ms": round(median(values_s) * 1000, 3),
+        "p90_ms": round(p90(values_s) * 1000, 3),
         "p95_ms": round(p95(values_s) * 1000, 3),
         "min_ms": round(min(values_s) * 1000, 3) if values_s else float("nan"),
         "max_ms": round(max(values_s) * 1000, 3) if values_s else float("nan"),
