@@ -13,6 +13,8 @@
 (e) readiness: one evaluation round of 1,000 pairs with one `check` each, in-process, on
     a database of its own, beside plain httpx GETs (see bench/readiness.py). Target:
     under 1 ms of Tandem CPU per check.
+(f) metrics: `GET /metrics` with 1,000 pairs beside `GET /healthz`, and the bytes of a
+    scrape (see bench/metrics.py).
 
 Bounded in count and time; loopback only; prints a table and writes bench/results/latest.json.
 """
@@ -41,7 +43,7 @@ from arq.connections import ArqRedis, RedisSettings
 from redis.asyncio import Redis
 
 from app.config import Settings
-from bench import http_step, readiness, webhooks
+from bench import http_step, metrics, readiness, webhooks
 from bench.procstat import MachineCpu, process_cpu_s, self_cpu_s
 from bench.services import (
     clean_redis,
@@ -371,6 +373,11 @@ async def measure(stack: Stack, env: dict[str, str], pg: dict[str, str], noop: P
         ),
         PHASE_TIMEOUT_S,
     )
+    # Last: it leaves 1,000 pairs in the database.
+    results["metrics"] = await asyncio.wait_for(
+        metrics.measure(stack.base_url, AUTH, env["TANDEM_DATABASE_URL"], stack.api.pid),
+        PHASE_TIMEOUT_S,
+    )
     return results
 
 
@@ -431,6 +438,7 @@ def report(raw: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         "c_webhooks": webhooks.report(raw["webhooks"], n_total),
         "d_http_step": http_step.report(raw["http_step"]),
         "e_readiness": readiness.report(raw["readiness"]),
+        "f_metrics": metrics.report(raw["metrics"]),
         "profile": {
             "failover_phases": breakdown,
             "per_failover_counters": raw["latency"]["per_failover"],
@@ -522,6 +530,8 @@ def render(fig: dict[str, Any]) -> str:
         *http_step.render(fig["d_http_step"]),
         "",
         *readiness.render(fig["e_readiness"]),
+        "",
+        *metrics.render(fig["f_metrics"]),
         "",
         "profile of one failover (medians over the samples, from the operation's timestamps)",
         table(
