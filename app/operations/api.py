@@ -91,10 +91,9 @@ async def _dry_run(
         except TransitionRefused:
             raise service.refused(state.value, kind.value) from None
         preview = await dry_run.plan_preview(session, cluster, kind, body.mode)
-    readiness_now = await readiness.current(action_deps(context), cluster)
-    out = DryRunOut(
-        cluster_id=cluster.id, kind=kind, mode=body.mode, readiness=readiness_now, **preview
-    )
+    # The last evaluation for this operation, as it is: a dry run calls nothing.
+    last = cluster.readiness if (cluster.readiness or {}).get("operation") == kind.value else None
+    out = DryRunOut(cluster_id=cluster.id, kind=kind, mode=body.mode, readiness=last, **preview)
     return JSONResponse(out.model_dump(mode="json"), status_code=200)
 
 

@@ -7,6 +7,7 @@ from pydantic import Field, StringConstraints, model_validator
 
 from app.common import NO_NUL, Strict
 from app.domain.plans import Mode, OperationKind, OperationStatus, StepStatus
+from app.readiness.schemas import ReadinessOut
 
 
 class OperationRequest(Strict):
@@ -103,6 +104,8 @@ class DryRunOut(Strict):
     steps: list[DryRunStep]
     # The sum of the steps' expected durations; null when one of them has no history.
     expected_duration_s: float | None
-    readiness: dict[str, Any]
+    # The pair's last readiness evaluation for this operation (null: none yet; a dry run
+    # calls nothing, so it does not evaluate: GET .../readiness?fresh=true does).
+    readiness: ReadinessOut | None
     # Where a step can measure it (the postgres action); null otherwise.
     replication_lag: dict[str, Any] | None = None

@@ -152,6 +152,10 @@ async def test_a_dry_run_calls_nothing_and_writes_nothing(
     logged, calls = await events(client, pair["id"]), len(service.calls)
     operations = (await client.get("/v1/operations", params={"cluster_id": pair["id"]})).json()
 
+    # The last readiness evaluation was for the failback: get one for the next failover.
+    fresh = await client.get(f"/v1/clusters/{pair['id']}/readiness", params={"fresh": "true"})
+    assert fresh.json()["operation"] == "failover"
+    logged, calls = await events(client, pair["id"]), len(service.calls)
     dry = await client.post(f"/v1/clusters/{pair['id']}/failover", json={"dry_run": True})
     assert dry.status_code == 200, dry.text
     body = dry.json()
@@ -162,7 +166,7 @@ async def test_a_dry_run_calls_nothing_and_writes_nothing(
     assert body["expected_duration_s"] == pytest.approx(
         sum(s["expected_duration_s"] for s in body["steps"]), abs=0.01
     )
-    assert body["readiness"]["ready"] is True
+    assert body["readiness"]["ready"] is True and body["readiness"] == fresh.json()
     # Nothing happened: no call to the service (the readiness shown is the last one),
     # no event, no operation.
     assert len(service.calls) == calls
