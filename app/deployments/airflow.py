@@ -21,8 +21,8 @@ What it does:
   `POST /api/v2/dags/~/dagRuns/~/taskInstances/list`, page by page.
 - `clear(task_instances)`: `POST /api/v2/dags/{dag_id}/clearTaskInstances` once per DAG
   run, naming exactly those task ids (`[task_id, map_index]` for a mapped one), with
-  `only_failed` (Airflow then clears those of them that are failed *now*: one that went
-  up-for-retry and has been retried by Airflow since, or is running, is left alone),
+  `only_failed` (Airflow then clears those of them that are failed *now*: one still up
+  for retry, retried by Airflow since, or running is left alone),
   `reset_dag_runs` (the run is queued again) and `dry_run: false`.
 - `pause_all()` / `resume(dag_ids)`: `GET /api/v2/dags?paused=false`, then
   `PATCH /api/v2/dags/{dag_id}` `{"is_paused": true}` for each; resume unpauses exactly
@@ -242,8 +242,9 @@ class AirflowClient:
         self, task_instances: Iterable[TaskInstance], *, note: str | None = None
     ) -> list[TaskInstance]:
         """Clears exactly these task instances, so that Airflow runs them again, and
-        returns those it cleared (with `only_failed`, those failed when asked: one that
-        Airflow has retried since, or that runs, is left alone). A DAG or DAG run that no
+        returns those it cleared: with `only_failed`, those that are failed when asked.
+        One still up for retry (Airflow retries it on its own), retried since, or running
+        is left alone. Tasks downstream of them are not cleared. A DAG or DAG run that no
         longer exists is passed over."""
         runs: dict[tuple[str, str], list[str | list[Any]]] = {}
         for ti in task_instances:
