@@ -328,7 +328,7 @@ async def _decide(
     status_code=202,
     response_model=OperationOut,
     summary="Approve the step that waits for a person; the operation goes on",
-    responses=problems(403, 404, 409, 422),
+    responses=problems(400, 403, 404, 409, 422),
 )
 async def approve_operation(
     operation_id: OperationId,
@@ -347,7 +347,7 @@ async def approve_operation(
     response_model=OperationOut,
     summary="Reject the step that waits for a person: before the point of no return the "
     "operation rolls back and ends cancelled; past it, it fails and needs attention",
-    responses=problems(403, 404, 409, 422),
+    responses=problems(400, 403, 404, 409, 422),
 )
 async def reject_operation(
     operation_id: OperationId,
