@@ -15,6 +15,9 @@
     under 1 ms of Tandem CPU per check.
 (f) metrics: `GET /metrics` with 1,000 pairs beside `GET /healthz`, and the bytes of a
     scrape (see bench/metrics.py).
+(g) deployments: validating 200 deployments of one pair against a loopback health server,
+    in-process, on a database of its own, beside 200 concurrent httpx GETs of the same URLs
+    in one loop (see bench/deployments.py). Target: ratio at most 1.5x.
 
 Bounded in count and time; loopback only; prints a table and writes bench/results/latest.json.
 """
@@ -43,7 +46,7 @@ from arq.connections import ArqRedis, RedisSettings
 from redis.asyncio import Redis
 
 from app.config import Settings
-from bench import http_step, metrics, readiness, webhooks
+from bench import deployments, http_step, metrics, readiness, webhooks
 from bench.procstat import MachineCpu, process_cpu_s, self_cpu_s
 from bench.services import (
     clean_redis,
@@ -439,6 +442,7 @@ def report(raw: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         "d_http_step": http_step.report(raw["http_step"]),
         "e_readiness": readiness.report(raw["readiness"]),
         "f_metrics": metrics.report(raw["metrics"]),
+        "g_deployments": deployments.report(raw["deployments"]),
         "profile": {
             "failover_phases": breakdown,
             "per_failover_counters": raw["latency"]["per_failover"],
@@ -533,6 +537,8 @@ def render(fig: dict[str, Any]) -> str:
         "",
         *metrics.render(fig["f_metrics"]),
         "",
+        *deployments.render(fig["g_deployments"]),
+        "",
         "profile of one failover (medians over the samples, from the operation's timestamps)",
         table(
             ["phase", "median", "p95"],
@@ -597,6 +603,8 @@ def main() -> int:
         # too, and its queue polling would cost CPU), on a database of its own.
         print("bench: readiness of many pairs", file=sys.stderr)
         raw["readiness"] = readiness.run()
+        print("bench: deployments of one pair", file=sys.stderr)
+        raw["deployments"] = deployments.run()
         meta = {
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "elapsed_s": round(time.monotonic() - started, 1),
