@@ -8,6 +8,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
@@ -165,6 +166,12 @@ def _register_problem_schema(app: FastAPI) -> None:
         for item in schema.get("webhooks", {}).values():
             for operation in item.values():
                 operation.get("responses", {}).pop("422", None)
+        _parameters_are_never_null(schema)
+        # A body that is not JSON is a 400 (app.errors), whatever the route.
+        for item in schema["paths"].values():
+            for operation in item.values():
+                if "requestBody" in operation:
+                    operation["responses"].setdefault("400", problems(400)[400])
         # Each route names the role it needs; public ones say they need no token.
         for context in iter_route_contexts(app.routes):
             route = context.original_route
@@ -188,3 +195,22 @@ def _register_problem_schema(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _parameters_are_never_null(schema: dict[str, Any]) -> None:
+    """An optional parameter (`X | None`) is absent or text, never JSON null: drop the null
+    branch FastAPI documents for it (a client following it sends the text "null")."""
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            for parameter in operation.get("parameters", []):
+                described = parameter.get("schema", {})
+                branches = described.get("anyOf", [])
+                kept = [branch for branch in branches if branch != {"type": "null"}]
+                if len(kept) == len(branches):
+                    continue
+                del described["anyOf"]
+                if len(kept) == 1:
+                    # The branch's constraints, and the outer keywords (description, title) kept.
+                    parameter["schema"] = {**kept[0], **described}
+                else:
+                    described["anyOf"] = kept

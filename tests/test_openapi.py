@@ -114,3 +114,60 @@ def test_every_reference_resolves() -> None:
         if target is None:
             dangling.append(ref)
     assert not dangling, f"references to missing components: {dangling}"
+
+
+def test_no_parameter_is_documented_as_null() -> None:
+    """A query or header parameter is absent or text: documented as `null` too (FastAPI's
+    `X | None`), schemathesis sent the text "null" (`If-Match: null`, `Last-Event-ID: null`),
+    which the document allowed and the server refused."""
+    nullable = [
+        f"{method} {path} {parameter['name']}"
+        for method, path, operation in _operations(_document())
+        for parameter in operation.get("parameters", [])
+        if "null" in json.dumps(parameter["schema"])
+    ]
+    assert not nullable, f"parameters documented as null: {nullable}"
+
+
+def test_every_link_names_an_operation_and_its_parameters() -> None:
+    document = _document()
+    by_id = {op["operationId"]: op for _, _, op in _operations(document)}
+    wrong = []
+    for method, path, operation in _operations(document):
+        for code, response in operation["responses"].items():
+            for name, link in response.get("links", {}).items():
+                target = by_id.get(link.get("operationId"))
+                names = {p["name"] for p in (target or {}).get("parameters", [])}
+                if target is None or not set(link.get("parameters", {})) <= names:
+                    wrong.append(f"{method} {path} {code} {name}: {link}")
+    assert not wrong, f"links to no operation or to parameters it lacks: {wrong}"
+
+
+def test_constraints_are_json_schema_keywords() -> None:
+    """pydantic prints a constraint it cannot place (one after a BeforeValidator) under its own
+    name (`"ge": 0`), which no JSON Schema validator reads: the bound is then undocumented."""
+    leaked: list[str] = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            if node.get("type") in ("integer", "number") and {"gt", "ge", "lt", "le"} & set(node):
+                leaked.append(where)
+            for key, value in node.items():
+                walk(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}/{i}")
+
+    walk(_document(), "#")
+    assert not leaked, f"constraints under pydantic's names, not JSON Schema's: {leaked}"
+
+
+def test_every_route_that_takes_a_body_documents_400() -> None:
+    """A body that is not JSON is a 400 problem on every route (schemathesis found approve and
+    reject answering it undocumented)."""
+    missing = [
+        f"{method} {path}"
+        for method, path, operation in _operations(_document())
+        if "requestBody" in operation and "400" not in operation["responses"]
+    ]
+    assert not missing, f"routes taking a body without 400 documented: {missing}"

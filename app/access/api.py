@@ -28,7 +28,17 @@ async def me(session: SessionDep, principal: Viewer) -> Me:
     status_code=201,
     response_model=TokenCreated,
     summary="Create an API token; the response shows it, this once",
-    responses=problems(400, 409, 422),
+    responses={
+        **problems(400, 409, 422),
+        201: {
+            "links": {
+                "RevokeToken": {
+                    "operationId": "revoke_token_v1_tokens__token_id__delete",
+                    "parameters": {"token_id": "$response.body#/id"},
+                }
+            }
+        },
+    },
 )
 async def create_token(
     body: TokenCreate, session: SessionDep, principal: Admin, response: Response
