@@ -121,3 +121,21 @@ async def effects_of(
             .order_by(col(SimulatedEffect.applied_at))
         )
         return list(rows)
+
+
+def documented(schema: dict[str, Any]) -> Callable[[Any], bool]:
+    """Whether a value is valid by `schema`, a part of the OpenAPI document the code generates
+    (its `$ref`s resolved against the document's components)."""
+    import jsonschema_rs
+
+    from app.openapi import generate
+
+    validator = jsonschema_rs.Draft202012Validator(
+        {**schema, "components": generate()["components"]}
+    )
+    return validator.is_valid  # type: ignore[no-any-return]
+
+
+def component(name: str) -> dict[str, Any]:
+    """A reference to one of the document's component schemas, for `documented`."""
+    return {"$ref": f"#/components/schemas/{name}"}

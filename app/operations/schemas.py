@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StrictBool, StringConstraints, model_validator
 
 from app.common import NO_NUL, Strict
 from app.domain.plans import Mode, OperationKind, OperationStatus, StepStatus
@@ -11,13 +11,25 @@ from app.readiness.schemas import ReadinessOut
 
 
 class OperationRequest(Strict):
+    # What _forced_needs_consent checks, said in the document too.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"mode": {"const": "forced"}}, "required": ["mode"]},
+            "then": {
+                "properties": {"accept_data_loss": {"const": True}},
+                "required": ["accept_data_loss"],
+            },
+        }
+    )
+
     mode: Mode = Mode.PLANNED
     reason: Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)] | None = None
-    accept_data_loss: bool = False
+    # Consent to lose data is the JSON `true`, not 1 or "yes" (and so the flags below).
+    accept_data_loss: StrictBool = False
     # A planned operation of a pair that is not ready is refused (409 not_ready) unless set.
-    ignore_readiness: bool = False
+    ignore_readiness: StrictBool = False
     # 200 with the plan as it would run; nothing else happens (no Idempotency-Key needed).
-    dry_run: bool = False
+    dry_run: StrictBool = False
 
     @model_validator(mode="after")
     def _forced_needs_consent(self) -> OperationRequest:
