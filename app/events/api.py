@@ -76,6 +76,30 @@ def _resume_after(last_event_id: str | None, after: int | None) -> int | None:
     return after
 
 
+# One event of the stream, as an SSE client parses it (OpenAPI 3.2's itemSchema; tools read
+# `schema` of a text/event-stream response so before 3.2). Frames without data (`retry:`) and
+# comments are no events.
+SSE_EVENT = {
+    "type": "object",
+    "required": ["id", "event", "data"],
+    "properties": {
+        "id": {
+            "type": "string",
+            "pattern": "^[0-9]+$",
+            "description": "The resume cursor: send it back as Last-Event-ID",
+        },
+        "event": {"type": "string", "description": "The event's type"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/EventOut"},
+            "description": "The event, in the shape of the event list",
+        },
+        "retry": {"type": "integer", "description": "Milliseconds to wait before reconnecting"},
+    },
+}
+
+
 class _SlotStreamingResponse(StreamingResponse):
     """Gives the stream's slot back when the response ends, however it ends."""
 
@@ -96,9 +120,8 @@ class _SlotStreamingResponse(StreamingResponse):
     response_class=StreamingResponse,
     responses={
         200: {
-            "description": "An endless stream: `id:` (the resume cursor), `event:` (the type), "
-            "`data:` (the event, in the shape of the event list)",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "An endless stream of events; the schema is one event's",
+            "content": {"text/event-stream": {"schema": SSE_EVENT}},
         },
         **problems(400, 422),
         429: {
@@ -116,7 +139,16 @@ async def stream_events(
         int | None,
         Query(ge=0, le=INT64_MAX, description="Start after this cursor (default: from now on)"),
     ] = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=40)] = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            max_length=40,
+            description="An `id:` this stream sent (anything else is a 400); empty: none",
+            # Documented, not validated here: _resume_after refuses the rest with a 400.
+            json_schema_extra={"pattern": "^[0-9]{0,19}$"},
+        ),
+    ] = None,
 ) -> StreamingResponse:
     resume = _resume_after(last_event_id, after)
     slot = context.slots.take(principal.token_id)
