@@ -7,7 +7,7 @@ from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, Stri
 
 from app.access.auth import Role
 from app.access.models import AuditOutcome
-from app.common import Strict
+from app.common import JSON_NUMBER, Strict
 
 TokenName = Annotated[
     str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
@@ -43,8 +43,8 @@ class TokenCreate(Strict):
     ) = Field(
         default=None, description="An RFC 3339 time in the future, with its offset; none: never"
     )
-    rate_limit_per_minute: int | None = Field(
-        default=None, ge=1, le=100_000, description="Mutating requests a minute (default: server's)"
+    rate_limit_per_minute: Annotated[int, Field(ge=1, le=100_000), JSON_NUMBER] | None = Field(
+        default=None, description="Mutating requests a minute (default: server's)"
     )
 
 

@@ -4,11 +4,18 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, field_serializer, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    field_serializer,
+    model_validator,
+)
 
 from app.actions import registry as actions
 from app.actions import templating
-from app.common import Strict
+from app.common import JSON_NUMBER, Strict
 from app.domain.plans import MAX_TIMEOUT_S, STEP_NAMES
 from app.domain.states import ClusterState
 
@@ -18,7 +25,7 @@ Name = Annotated[
 Region = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")]
 # The steps of the default plan (app.domain.plans.DEFAULT_STEPS), as an enum of names.
 StepName = StrEnum("StepName", {name: name for name in STEP_NAMES})  # type: ignore[misc]
-Count = Annotated[int, Field(ge=0, le=1000)]
+Count = Annotated[int, Field(ge=0, le=1000), JSON_NUMBER]
 # A gate holds a step's action ("step") or its undo ("step:undo") until it is opened.
 GateName = Annotated[str, StringConstraints(pattern="^(" + "|".join(STEP_NAMES) + ")(:undo)?$")]
 
@@ -33,7 +40,7 @@ class SimulatedDriver(Strict):
     """The embedded driver: latency and failure injection, per pair."""
 
     kind: Literal["simulated"] = "simulated"
-    step_delay_ms: int = Field(default=0, ge=0, le=600_000)
+    step_delay_ms: Annotated[int, Field(ge=0, le=600_000), JSON_NUMBER] = 0
     # step -> how many of that step's first attempts fail for good (each needs a retry).
     fail: dict[StepName, Count] = Field(default_factory=dict)
     # step -> how many of that step's first calls fail transiently (retried in the step).
@@ -41,7 +48,7 @@ class SimulatedDriver(Strict):
     # step -> how many of that step's first undo attempts fail.
     fail_undo: dict[StepName, Count] = Field(default_factory=dict)
     # step -> its deadline in seconds (default: 300, or twice step_delay_ms if longer).
-    timeout_s: dict[StepName, Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S)]] = Field(
+    timeout_s: dict[StepName, Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S), JSON_NUMBER]] = Field(
         default_factory=dict
     )
     # Steps ("step" or "step:undo") that answer "not yet" until their gate is opened.
@@ -62,13 +69,13 @@ class StepSpec(Strict):
     action: ActionSettings | None = None
     parallel: list[ActionSettings] | None = Field(default=None, min_length=1, max_length=20)
     undo: ActionSettings | None = None
-    point_of_no_return: bool = False
-    skip_when_forced: bool = False
-    traffic_switched: bool = False
+    point_of_no_return: StrictBool = False
+    skip_when_forced: StrictBool = False
+    traffic_switched: StrictBool = False
     # What the step runs in a drill (DESIGN.md section 14), instead of `action`.
     drill: ActionSettings | None = None
-    timeout_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S)
-    retries: int | None = Field(default=None, ge=0, le=20)
+    timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S), JSON_NUMBER] | None = None
+    retries: Annotated[int, Field(ge=0, le=20), JSON_NUMBER] | None = None
 
     def actions(self) -> list[ActionSettings]:
         return list(self.parallel) if self.parallel else [self.action or {}]
@@ -151,9 +158,31 @@ class DeploymentHealth(Strict):
 class Deployment(Strict):
     """Something that runs on the pair (DESIGN.md section 11), validated after a switch."""
 
+    # What _rules checks of the airflow fields, said in the document too.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"kind": {"const": "airflow"}}, "required": ["kind"]},
+            "then": {
+                "required": ["api_url", "username", "password"],
+                "properties": {
+                    "api_url": {"type": "object", "minProperties": 1},
+                    "username": {"type": "string"},
+                    "password": {"minLength": 1, "minProperties": 1, "type": ["string", "object"]},
+                },
+            },
+            "else": {
+                "properties": {
+                    "api_url": {"maxProperties": 0, "type": ["null", "object"]},
+                    "username": {"type": "null"},
+                    "password": {"maxLength": 0, "maxProperties": 0},
+                },
+            },
+        }
+    )
+
     name: Name
     # An unhealthy critical deployment fails `validate_deployments`; others are warnings.
-    critical: bool = False
+    critical: StrictBool = False
     health: DeploymentHealth | None = None
     # An `http` action run by POST .../deployments/retry when its last result failed.
     retry: ActionSettings | None = None
@@ -190,7 +219,7 @@ class Deployment(Strict):
         return self.health is not None or self.kind == "airflow"
 
 
-Objective = Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S)]
+Objective = Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S), JSON_NUMBER]
 
 
 class ClusterCreate(Strict):

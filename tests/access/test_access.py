@@ -19,7 +19,9 @@ from app.config import Settings
 from app.main import create_app
 from tests.events.test_event_stream import Frame, read
 from tests.helpers import (
+    component,
     create_cluster,
+    documented,
     events,
     pair_body,
     start,
@@ -191,6 +193,21 @@ async def test_expires_at_needs_a_timezone(client: httpx.AsyncClient, expires_at
     problem = assert_problem(response, 422, "validation_failed")
     assert problem["errors"][0]["loc"] == ["body", "expires_at"], problem
     assert name not in {t["name"] for t in await all_items(client, "/v1/tokens")}
+
+
+@pytest.mark.parametrize("limit", [True, "7", 7.0, 7.5, None, 7], ids=repr)
+async def test_a_rate_limit_is_taken_exactly_as_the_document_says(
+    client: httpx.AsyncClient, limit: Any
+) -> None:
+    """JSON `true` and "7" are not integers: the document refuses them, so must the server."""
+    body = {"name": unique("limit"), "role": "viewer", "rate_limit_per_minute": limit}
+    response = await client.post("/v1/tokens", json=body)
+    if documented(component("TokenCreate"))(body):
+        assert response.status_code == 201, response.text
+        revoked = await client.delete(f"/v1/tokens/{response.json()['id']}")
+        assert revoked.status_code == 204, revoked.text
+    else:
+        assert_problem(response, 422, "validation_failed")
 
 
 @pytest.mark.parametrize(

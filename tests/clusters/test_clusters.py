@@ -10,7 +10,15 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.helpers import create_cluster, open_gate, pair_body, start_ok, wait_done
+from tests.helpers import (
+    component,
+    create_cluster,
+    documented,
+    open_gate,
+    pair_body,
+    start_ok,
+    wait_done,
+)
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -275,6 +283,66 @@ async def test_unknown_field_is_422_problem(client: httpx.AsyncClient) -> None:
     nested = pair_body()
     nested["driver"]["jitter"] = 3
     assert_problem(await client.post("/v1/clusters", json=nested), 422, "validation_failed")
+
+
+@pytest.mark.parametrize(
+    "driver",
+    [
+        {"step_delay_ms": True},
+        {"step_delay_ms": "5"},
+        {"step_delay_ms": 5.0},
+        {"step_delay_ms": 5.5},
+        {"fail": {"preflight": True}},
+        {"fail_undo": {"preflight": "1"}},
+        {"timeout_s": {"preflight": "2"}},
+        {"timeout_s": {"preflight": False}},
+        {"timeout_s": {"preflight": 2}},
+    ],
+    ids=str,
+)
+async def test_driver_numbers_are_taken_exactly_as_the_document_says(
+    client: httpx.AsyncClient, driver: dict[str, Any]
+) -> None:
+    """JSON `true` and "5" are not numbers: the document refuses them, so must the server
+    (pydantic alone took them as 1 and 5)."""
+    valid = documented(component("SimulatedDriver"))
+    response = await client.post("/v1/clusters", json=pair_body(**driver))
+    if valid({"kind": "simulated", **driver}):
+        assert response.status_code == 201, response.text
+    else:
+        assert_problem(response, 422, "validation_failed")
+
+
+AIRFLOW = {"api_url": {"us-east-1": "http://airflow.example/"}, "username": "u", "password": "p"}
+
+
+@pytest.mark.parametrize(
+    "deployment",
+    [
+        {"username": "u"},
+        {"password": "p"},
+        {"api_url": {}},
+        {"kind": "airflow"},
+        {"kind": "airflow", **AIRFLOW},
+        {"kind": "airflow", **AIRFLOW, "password": ""},
+        {"kind": None, "username": None},
+        {"critical": 1},
+        {"critical": True},
+    ],
+    ids=str,
+)
+async def test_a_deployment_is_taken_exactly_as_the_document_says(
+    client: httpx.AsyncClient, deployment: dict[str, Any]
+) -> None:
+    """What schemathesis found: `username` without `"kind": "airflow"` was valid by the
+    document but refused (and `"critical": 1` invalid by it but taken)."""
+    deployment = {"name": "ledger", **deployment}
+    valid = documented(component("Deployment"))
+    response = await client.post("/v1/clusters", json={**pair_body(), "deployments": [deployment]})
+    if valid(deployment):
+        assert response.status_code == 201, response.text
+    else:
+        assert_problem(response, 422, "validation_failed")
 
 
 async def test_malformed_json_body_is_400_malformed_body(client: httpx.AsyncClient) -> None:
