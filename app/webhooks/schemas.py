@@ -3,7 +3,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AnyHttpUrl, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    model_validator,
+)
 
 from app.common import NO_NUL, Strict
 from app.webhooks.models import DeliveryStatus, EndpointKind
@@ -45,6 +53,18 @@ Description = Annotated[str, StringConstraints(max_length=500, pattern=NO_NUL)]
 
 
 class WebhookCreate(Strict):
+    # What _kind_fields checks, said in the document too: a body it refuses is not valid there.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"kind": {"const": "pagerduty"}}, "required": ["kind"]},
+            "then": {
+                "properties": {"routing_key": {"type": "string"}},
+                "required": ["routing_key"],
+            },
+            "else": {"properties": {"url": {"type": "string"}}, "required": ["url"]},
+        }
+    )
+
     url: Url | None = Field(
         default=None, description="Required for `standard`; PagerDuty's events URL by default"
     )
@@ -69,7 +89,7 @@ class WebhookPatch(Strict):
     event_types: list[EventType] | None = Field(default=None, max_length=20)
     routing_key: RoutingKey | None = None
     description: Description | None = None
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
 
 
 class WebhookOut(Strict):

@@ -22,7 +22,14 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from app import outbound
 from app.webhooks import service, signing
 from tests.conftest import BACKEND
-from tests.helpers import create_cluster, start_ok, wait_done, wait_for
+from tests.helpers import (
+    component,
+    create_cluster,
+    documented,
+    start_ok,
+    wait_done,
+    wait_for,
+)
 from tests.receiver import Answer, Received, Receiver
 from tests.stack import Stack
 
@@ -285,6 +292,49 @@ async def test_invalid_bodies_are_422_problems(
     for endpoint_id in created:  # pragma: no cover - only on failure
         await unregister(client, endpoint_id)
     assert not created
+
+
+async def test_a_body_is_refused_exactly_when_the_document_refuses_it(
+    client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """What schemathesis found: a standard endpoint without a url was valid by the document
+    but refused, and `"enabled": 0` was invalid by it but taken."""
+    create_valid = documented(component("WebhookCreate"))
+    patch_valid = documented(component("WebhookPatch"))
+    creates: list[dict[str, Any]] = [
+        {},
+        {"kind": "standard"},
+        {"kind": "standard", "url": None, "routing_key": "R0UTINGKEY"},
+        {"url": receiver.url},
+        {"kind": "pagerduty"},
+        {"kind": "pagerduty", "routing_key": None},
+        {"kind": "pagerduty", "routing_key": "R0UTINGKEY"},
+        {"kind": "pagerduty", "routing_key": "R0UTINGKEY", "url": receiver.url},
+    ]
+    wrong = []
+    for body in creates:
+        response = await client.post("/v1/webhooks", json=body)
+        assert response.status_code in (201, 422), response.text
+        if (response.status_code == 201) != create_valid(body):
+            wrong.append(f"POST {body}: {response.status_code}")
+        if response.status_code == 201:
+            await unregister(client, response.json()["id"])
+    endpoint = await register(client, url=receiver.url)
+    try:
+        for body in (
+            {"enabled": False},
+            {"enabled": 0},
+            {"enabled": "false"},
+            {"enabled": None},
+            {"description": None},
+        ):
+            response = await client.patch(f"/v1/webhooks/{endpoint['id']}", json=body)
+            assert response.status_code in (200, 422), response.text
+            if (response.status_code == 200) != patch_valid(body):
+                wrong.append(f"PATCH {body}: {response.status_code}")
+    finally:
+        await unregister(client, endpoint["id"])
+    assert not wrong, f"the server and the document disagree on: {wrong}"
 
 
 # -- rotation and test pings -------------------------------------------------
