@@ -72,7 +72,11 @@ async def build_context(settings: Settings) -> Context:
         notifier=notifier,
         # Every outbound call goes to an address it checked (public ones unless a call
         # says otherwise: see app/outbound.py).
-        http=outbound.client(limits=httpx.Limits(max_connections=200)),
+        # Idle keep-alive connections bounded: 200 idle ones to one origin stalled the
+        # next burst to it until they expired.
+        http=outbound.client(
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=20)
+        ),
         hub=EventHub(sessions, notifier),
         slots=StreamSlots(settings.streams_per_token, settings.streams_per_process),
         secrets=SecretStore(sessions, keys),

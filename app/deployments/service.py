@@ -27,6 +27,9 @@ from app.deployments.airflow import AirflowClient, AirflowError
 from app.deployments.models import DeploymentResult
 
 GET_TIMEOUT_S = 5.0
+# Health checks at once (httpcore's pool bookkeeping grows with the square of its open
+# connections: 200 GETs took ~1.1 s all at once, ~0.26 s 12 at a time, here).
+CONCURRENCY = 12
 
 
 @dataclass(frozen=True)
@@ -144,9 +147,13 @@ async def validate(
     """Check every deployment with a health check in the call's target region, at once,
     and record the results. (target region, results)"""
     region = str(call.target.get("region"))
-    results = list(
-        await asyncio.gather(*(check_one(deps, call, d, region) for d in checked(deployments)))
-    )
+    limit = asyncio.Semaphore(CONCURRENCY)
+
+    async def bounded(deployment: dict[str, Any]) -> Health:
+        async with limit:
+            return await check_one(deps, call, deployment, region)
+
+    results = list(await asyncio.gather(*(bounded(d) for d in checked(deployments))))
     await record(deps, call, region, results)
     return region, results
 
@@ -154,10 +161,10 @@ async def validate(
 async def record(deps: ActionDeps, call: StepCall, region: str, results: list[Health]) -> None:
     now = utcnow()
     async with unit_of_work(deps.sessions) as session:
+        # One read of the pair's rows and one flush, not a round trip per deployment.
+        rows = await results_of(session, call.cluster_id)
         for result in results:
-            row = await session.get(
-                DeploymentResult, (call.cluster_id, result.name), populate_existing=True
-            )
+            row = rows.get(result.name)
             values: dict[str, Any] = {
                 "region": region,
                 "healthy": result.healthy,
