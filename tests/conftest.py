@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.db import create_engine, session_factory
 from tests.airflow import airflow  # noqa: F401  (a real Airflow 3, session fixture)
 from tests.backends import backends, reachable
+from tests.runbook import runbook, second_runbook  # noqa: F401  (loopback services)
 from tests.stack import ROOT, Stack
 
 BACKEND = os.environ.get("TANDEM_TEST_DB") or backends()[0]

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
 from standardwebhooks import Webhook
 
 from tests.stack import free_port
@@ -127,3 +128,19 @@ class Runbook:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+@pytest.fixture
+def runbook() -> Iterator[Runbook]:
+    """A runbook (or health) service on loopback, for one test."""
+    running = Runbook().start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def second_runbook() -> Iterator[Runbook]:
+    """Another one, for a test that needs one per region."""
+    running = Runbook().start()
+    yield running
+    running.stop()

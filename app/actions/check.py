@@ -51,6 +51,20 @@ def contains(body: Any, expect: dict[str, Any]) -> bool:
     return True
 
 
+def verdict(url: str, response: httpx.Response, expect: dict[str, Any] | None) -> tuple[bool, str]:
+    """Healthy: 2xx and, with `expect`, a JSON object containing those fields."""
+    if not response.is_success:
+        return False, f"{url}: HTTP {response.status_code} {excerpt(response.text)}"
+    if expect:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not contains(body, expect):
+            return False, f"{url}: the body does not contain {expect}"
+    return True, f"{url}: HTTP {response.status_code}"
+
+
 class CheckAction(Action):
     kind: ClassVar[str] = "check"
     Settings = CheckSettings
@@ -84,17 +98,8 @@ class CheckAction(Action):
         except httpx.HTTPError as exc:
             ms = int((time.perf_counter() - started) * 1000)
             return False, f"{url}: {type(exc).__name__} {exc}".strip(), ms
-        ms = int((time.perf_counter() - started) * 1000)
-        if not response.is_success:
-            return False, f"{url}: HTTP {response.status_code} {excerpt(response.text)}", ms
-        if expect:
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
-            if not contains(body, expect):
-                return False, f"{url}: the body does not contain {expect}", ms
-        return True, f"{url}: HTTP {response.status_code}", ms
+        healthy, detail = verdict(url, response, expect)
+        return healthy, detail, int((time.perf_counter() - started) * 1000)
 
     async def probe(self, call: StepCall) -> tuple[bool, str, int]:
         """One round over every URL, no waiting: (all healthy, detail, duration in ms)."""

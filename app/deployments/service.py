@@ -19,8 +19,8 @@ from sqlmodel import col
 from app import outbound
 from app.actions import progress, templating
 from app.actions.base import ActionDeps, ActionFailed, NotYet, Output, StepCall
-from app.actions.check import contains
-from app.actions.http import HttpAction, excerpt
+from app.actions.check import verdict
+from app.actions.http import HttpAction
 from app.columns import utcnow
 from app.db import unit_of_work
 from app.deployments.airflow import AirflowClient, AirflowError
@@ -73,18 +73,8 @@ async def _http_health(
         return Health(name, critical, False, f"{url} is not reachable from here: {exc}")
     except (httpx.HTTPError, ValueError) as exc:
         return Health(name, critical, False, f"{url}: {type(exc).__name__} {exc}".strip())
-    if not response.is_success:
-        detail = f"{url}: HTTP {response.status_code} {excerpt(response.text)}"
-        return Health(name, critical, False, detail)
-    expect = health.get("expect")
-    if expect:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not contains(body, expect):
-            return Health(name, critical, False, f"{url}: the body does not contain {expect}")
-    return Health(name, critical, True, f"{url}: HTTP {response.status_code}")
+    healthy, detail = verdict(url, response, health.get("expect"))
+    return Health(name, critical, healthy, detail)
 
 
 async def airflow_client(

@@ -73,6 +73,13 @@ async def _start(
     stored = await idempotency.run_once(
         context.sessions, principal.org_id, key, print_, produce, cluster_id=cluster_id
     )
+    return await _answer(stored, request, context)
+
+
+async def _answer(
+    stored: idempotency.StoredResponse, request: Request, context: ContextDep
+) -> JSONResponse:
+    """The stored response; a replay says so, in a header and in the audit log."""
     headers = dict(stored.headers)
     if stored.replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -213,10 +220,7 @@ async def retry_deployments(
     stored = await idempotency.run_once(
         context.sessions, principal.org_id, key, print_, produce, cluster_id=cluster_id
     )
-    headers = dict(stored.headers)
-    if stored.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(stored.body, status_code=stored.status_code, headers=headers)
+    return await _answer(stored, request, context)
 
 
 @router.get(

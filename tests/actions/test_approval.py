@@ -4,11 +4,10 @@ the real API and worker processes and a real runbook service on loopback."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
 import pytest_asyncio
 
 from tests.access.test_access import as_token
@@ -16,13 +15,6 @@ from tests.actions.test_http import create_planned, hook, step_of
 from tests.helpers import start_ok, wait_done, wait_for
 from tests.runbook import Runbook
 from tests.stack import Stack
-
-
-@pytest.fixture
-def runbook() -> Iterator[Runbook]:
-    running = Runbook().start()
-    yield running
-    running.stop()
 
 
 @pytest_asyncio.fixture

@@ -5,24 +5,15 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.helpers import operation_row, pair_body, start_ok, wait_done, wait_for
 from tests.runbook import Call, Reply, Runbook
 from tests.stack import Stack
-
-
-@pytest.fixture
-def runbook() -> Iterator[Runbook]:
-    running = Runbook().start()
-    yield running
-    running.stop()
 
 
 def hook(runbook: Runbook, path: str, **settings: Any) -> dict[str, Any]:

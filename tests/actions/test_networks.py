@@ -4,7 +4,7 @@ called in-process, against a real runbook service on loopback."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -19,13 +19,6 @@ from app.actions.base import ActionDeps, ActionFailed, StepCall
 from app.columns import new_id, utcnow
 from app.webhooks import signing
 from tests.runbook import Runbook
-
-
-@pytest.fixture
-def runbook() -> Iterator[Runbook]:
-    running = Runbook().start()
-    yield running
-    running.stop()
 
 
 @pytest_asyncio.fixture

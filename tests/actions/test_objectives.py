@@ -3,7 +3,6 @@ data_loss (as an action measured it), and the events when a target is missed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 
 import httpx
@@ -12,13 +11,6 @@ import pytest
 from tests.actions.test_http import hook, step_of
 from tests.helpers import events, pair_body, start_ok, wait_done
 from tests.runbook import Call, Reply, Runbook
-
-
-@pytest.fixture
-def runbook() -> Iterator[Runbook]:
-    running = Runbook().start()
-    yield running
-    running.stop()
 
 
 async def test_rto_runs_to_the_traffic_switch_and_missed_targets_are_events(

@@ -19,13 +19,6 @@ from tests.stack import Stack
 
 
 @pytest.fixture
-def runbook() -> Iterator[Runbook]:
-    running = Runbook().start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
 def receiver() -> Iterator[Receiver]:
     running = Receiver().start()
     yield running

@@ -4,7 +4,6 @@ health servers on loopback, one per region, the real API and worker processes.""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -17,17 +16,13 @@ from tests.runbook import Call, Reply, Runbook
 
 
 @pytest.fixture
-def east() -> Iterator[Runbook]:
-    running = Runbook().start()
-    yield running
-    running.stop()
+def east(runbook: Runbook) -> Runbook:
+    return runbook
 
 
 @pytest.fixture
-def west() -> Iterator[Runbook]:
-    running = Runbook().start()
-    yield running
-    running.stop()
+def west(second_runbook: Runbook) -> Runbook:
+    return second_runbook
 
 
 def serving(healthy: set[str]) -> Any:

@@ -4,7 +4,6 @@ A real check service on loopback, the real API and worker processes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,38 +15,31 @@ from tests.runbook import Call, Reply, Runbook
 from tests.stack import Stack
 
 
-@pytest.fixture
-def service() -> Iterator[Runbook]:
-    running = Runbook().start()
-    yield running
-    running.stop()
-
-
-def plan(service: Runbook) -> dict[str, Any]:
+def plan(runbook: Runbook) -> dict[str, Any]:
     return {
         "steps": [
-            {"name": "preflight", "action": {"kind": "check", "urls": [service.url("/health")]}},
+            {"name": "preflight", "action": {"kind": "check", "urls": [runbook.url("/health")]}},
             {
                 "name": "prepare",
-                "action": {**hook(service, "/prepare"), "check_url": service.url("/prepare/ok")},
-                "undo": hook(service, "/unprepare"),
+                "action": {**hook(runbook, "/prepare"), "check_url": runbook.url("/prepare/ok")},
+                "undo": hook(runbook, "/unprepare"),
             },
             {
                 "name": "promote",
                 "action": {
-                    **hook(service, "/promote"),
+                    **hook(runbook, "/promote"),
                     "headers": {"Authorization": {"$secret": "ops-token"}},
                 },
                 "point_of_no_return": True,
             },
             # After the point of no return: never probed.
-            {"name": "validate", "action": {"kind": "check", "urls": [service.url("/never")]}},
+            {"name": "validate", "action": {"kind": "check", "urls": [runbook.url("/never")]}},
         ]
     }
 
 
 async def test_worker_evaluates_and_a_planned_failover_waits_for_a_ready_pair(
-    client: httpx.AsyncClient, live_stack: Stack, service: Runbook
+    client: httpx.AsyncClient, live_stack: Stack, runbook: Runbook
 ) -> None:
     healthy = True
 
@@ -56,8 +48,8 @@ async def test_worker_evaluates_and_a_planned_failover_waits_for_a_ready_pair(
             return Reply(200 if healthy else 503, {"ok": healthy})
         return Reply()
 
-    service.answer = answer
-    pair = await create_planned(client, plan(service))
+    runbook.answer = answer
+    pair = await create_planned(client, plan(runbook))
     put = await client.put(f"/v1/clusters/{pair['id']}/secrets/ops-token", json={"value": "s3"})
     assert put.status_code == 201, put.text
     fresh = await client.get(f"/v1/clusters/{pair['id']}/readiness", params={"fresh": "true"})
@@ -68,7 +60,7 @@ async def test_worker_evaluates_and_a_planned_failover_waits_for_a_ready_pair(
         ("prepare", "http"),
     }
     assert (await client.get(f"/v1/clusters/{pair['id']}")).json()["ready"] is True
-    assert service.of("GET", "/never") == []
+    assert runbook.of("GET", "/never") == []
 
     # A worker that evaluates every second notices the check going bad.
     worker = live_stack.start_worker(TANDEM_READINESS_INTERVAL_S="1")
@@ -90,7 +82,7 @@ async def test_worker_evaluates_and_a_planned_failover_waits_for_a_ready_pair(
         assert refused.status_code == 409, refused.text
         assert refused.json()["code"] == "not_ready"
         assert "preflight" in refused.json()["detail"]
-        assert service.of("POST") == []
+        assert runbook.of("POST") == []
 
         # Forced is not held back; neither is a planned one that says so. The forced one
         # skips nothing here, so its preflight check waits: cancel it.
@@ -112,16 +104,16 @@ async def test_worker_evaluates_and_a_planned_failover_waits_for_a_ready_pair(
         await wait_for(ready_again, timeout_s=60, interval_s=0.5)
         operation = await wait_done(client, (await start_ok(client, pair["id"]))["id"])
         assert operation["status"] == "succeeded", [s["error"] for s in operation["steps"]]
-        promote = service.of("POST", "/promote")
+        promote = runbook.of("POST", "/promote")
         assert [c.headers["authorization"] for c in promote] == ["s3"]
     finally:
         worker.kill()
 
 
 async def test_a_missing_secret_is_named_by_readiness(
-    client: httpx.AsyncClient, service: Runbook
+    client: httpx.AsyncClient, runbook: Runbook
 ) -> None:
-    pair = await create_planned(client, plan(service))
+    pair = await create_planned(client, plan(runbook))
     readiness = (await client.get(f"/v1/clusters/{pair['id']}/readiness")).json()
     assert readiness["ready"] is False
     failing = [c for c in readiness["checks"] if not c["ok"]]
@@ -139,23 +131,23 @@ async def test_a_missing_secret_is_named_by_readiness(
 
 
 async def test_a_dry_run_calls_nothing_and_writes_nothing(
-    client: httpx.AsyncClient, service: Runbook
+    client: httpx.AsyncClient, runbook: Runbook
 ) -> None:
-    pair = await create_planned(client, plan(service))
+    pair = await create_planned(client, plan(runbook))
     await client.put(f"/v1/clusters/{pair['id']}/secrets/ops-token", json={"value": "s3"})
     before = await events(client, pair["id"])
-    calls_before = len(service.calls)
+    calls_before = len(runbook.calls)
     # A first real failover and failback give the steps a history.
     done = await wait_done(client, (await start_ok(client, pair["id"]))["id"])
     assert done["status"] == "succeeded"
     await wait_done(client, (await start_ok(client, pair["id"], "failback"))["id"])
-    logged, calls = await events(client, pair["id"]), len(service.calls)
+    logged, calls = await events(client, pair["id"]), len(runbook.calls)
     operations = (await client.get("/v1/operations", params={"cluster_id": pair["id"]})).json()
 
     # The last readiness evaluation was for the failback: get one for the next failover.
     fresh = await client.get(f"/v1/clusters/{pair['id']}/readiness", params={"fresh": "true"})
     assert fresh.json()["operation"] == "failover"
-    logged, calls = await events(client, pair["id"]), len(service.calls)
+    logged, calls = await events(client, pair["id"]), len(runbook.calls)
     dry = await client.post(f"/v1/clusters/{pair['id']}/failover", json={"dry_run": True})
     assert dry.status_code == 200, dry.text
     body = dry.json()
@@ -169,7 +161,7 @@ async def test_a_dry_run_calls_nothing_and_writes_nothing(
     assert body["readiness"]["ready"] is True and body["readiness"] == fresh.json()
     # Nothing happened: no call to the service (the readiness shown is the last one),
     # no event, no operation.
-    assert len(service.calls) == calls
+    assert len(runbook.calls) == calls
     assert await events(client, pair["id"]) == logged
     again = (await client.get("/v1/operations", params={"cluster_id": pair["id"]})).json()
     assert again == operations
