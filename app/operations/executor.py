@@ -14,6 +14,7 @@ back: the operation is parked (`wake_at`) and enqueued again for then.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -190,10 +191,19 @@ class Executor:
             )
         return None if epoch is None else int(epoch)
 
-    async def _heartbeat(self, operation_id: str, work: asyncio.Future[Any]) -> None:
+    async def _heartbeat(
+        self, operation_id: str, work: asyncio.Future[Any], stop: asyncio.Event
+    ) -> None:
+        """Renew the lease every third of its time until `stop` is set. It is stopped, not
+        cancelled: a renewal cut off mid-statement could leave its connection in a
+        transaction (on SQLite, holding the write lock every other writer waits for)."""
         interval = self._ttl.total_seconds() / 3
         while True:
-            await asyncio.sleep(interval)
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+                return
+            except TimeoutError:
+                pass
             try:
                 await self._renew(operation_id)
             except LeaseLost:
@@ -208,7 +218,8 @@ class Executor:
         if not await self.acquire(operation_id):
             return False
         work = asyncio.ensure_future(self._drive(operation_id))
-        beat = asyncio.ensure_future(self._heartbeat(operation_id, work))
+        stop = asyncio.Event()
+        beat = asyncio.ensure_future(self._heartbeat(operation_id, work, stop))
         wake_at: datetime | None = None
         try:
             wake_at = await work
@@ -219,7 +230,10 @@ class Executor:
                 raise
             log.warning("lost the lease on %s; another worker resumes it", operation_id)
         finally:
-            beat.cancel()
+            stop.set()
+            # A renewal under way finishes (or fails) on its own before the lease goes back.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(beat)
             epoch = await self._release(operation_id)
         if wake_at is not None and epoch is not None and self._enqueue_at is not None:
             # Parked: the slot is free now; the queue (or the sweeper) brings it back.
