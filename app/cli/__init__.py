@@ -68,7 +68,7 @@ def handled(command: F) -> F:
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
+        except (typer.Exit, typer.Abort, typer.TyperException):
             raise
         except CliError as exc:
             show.err.print(Text(f"error: {exc.message}", style="red"))
@@ -197,13 +197,13 @@ def confirm(found: dict[str, Any], kind: str, forced: bool) -> None:
         )
     )
     try:
-        typed = click.prompt(
+        typed = typer.prompt(
             f"Type the pair name ({found['name']}) to confirm",
             default="",
             show_default=False,
             err=True,
         )
-    except click.Abort:
+    except typer.Abort:
         raise CliError("aborted: nothing was started", USAGE) from None
     if typed.strip() != found["name"]:
         raise CliError(
