@@ -34,6 +34,8 @@ class Context:
     slots: StreamSlots
     # Pair secrets for actions (the SecretResolver of app.actions.base) and readiness.
     secrets: SecretStore
+    # The same keys, for the web page's sessions (the token each one acts with).
+    cipher: crypto.MultiFernet
 
     async def enqueue(
         self, operation_id: str, lease_epoch: int, at: datetime | None = None
@@ -80,4 +82,5 @@ async def build_context(settings: Settings) -> Context:
         hub=EventHub(sessions, notifier),
         slots=StreamSlots(settings.streams_per_token, settings.streams_per_process),
         secrets=SecretStore(sessions, keys),
+        cipher=keys,
     )

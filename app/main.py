@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import IntegrityError
 
 from app.access import api as access
@@ -33,6 +34,7 @@ from app.operations import api as operations
 from app.problems import ProblemDetails, problems
 from app.readiness import api as readiness
 from app.secrets import api as secrets
+from app.ui import pages as ui
 from app.webhooks import api as webhooks
 from app.webhooks import docs as webhook_docs
 
@@ -104,6 +106,9 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.include_router(operations.router)
     app.include_router(events.router)
     app.include_router(webhooks.router)
+    # The web page: templates on the public API, and its scripts (no build step).
+    app.include_router(ui.router)
+    app.mount("/ui/static", StaticFiles(directory=ui.STATIC), name="ui-static")
     webhook_docs.document(app)
     _register_problem_schema(app)
     return app

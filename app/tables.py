@@ -1,6 +1,6 @@
 """Every table of every capability, for Alembic and for tests that need the metadata."""
 
-from app.access.models import ApiToken, AuditRecord, Organization
+from app.access.models import ApiToken, AuditRecord, Organization, UiSession
 from app.actions.approval import Decision
 from app.actions.progress import ActionProgress
 from app.actions.simulated import SimulatedEffect, SimulatedGate
@@ -29,6 +29,7 @@ __all__ = [
     "PairSecret",
     "SimulatedEffect",
     "SimulatedGate",
+    "UiSession",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEndpoint",

@@ -16,10 +16,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select
+from sqlalchemy import RowMapping, select
 
 from app.access import ratelimit
-from app.access.models import ApiToken
+from app.access.models import ApiToken, UiSession
+from app.access.sessions import SESSION_COOKIE, session_digest
 from app.columns import utcnow
 from app.db import unit_of_work
 from app.errors import Forbidden, Unauthorized
@@ -82,10 +83,16 @@ async def authenticate(
             .mappings()
             .first()
         )
+    if row is not None and not hmac.compare_digest(row["token_hash"], digest):
+        row = None
+    return _principal(request, row)
+
+
+def _principal(request: Request, row: RowMapping | None) -> Principal:
+    """The caller of a token row (looked up by its hash), or 401."""
     now = utcnow()
     if (
         row is None
-        or not hmac.compare_digest(row["token_hash"], digest)
         or row["revoked_at"] is not None
         or (row["expires_at"] is not None and row["expires_at"] <= now)
     ):
@@ -101,13 +108,37 @@ async def authenticate(
     return principal
 
 
+async def authenticate_or_session(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    """A bearer token, or else the web page's session cookie (a browser's EventSource cannot
+    send headers). Only for routes that read: the cookie alone never changes anything."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if credentials is not None or not cookie:
+        return await authenticate(request, credentials)
+    tokens = ApiToken.__table__  # type: ignore[attr-defined]
+    ui_sessions = UiSession.__table__  # type: ignore[attr-defined]
+    query = (
+        select(tokens)
+        .join(ui_sessions, ui_sessions.c.token_id == tokens.c.id)
+        .where(ui_sessions.c.id == session_digest(cookie), ui_sessions.c.expires_at > utcnow())
+    )
+    async with unit_of_work(request.app.state.context.sessions) as session:
+        row = (await session.execute(query)).mappings().first()
+    if row is None:
+        raise Unauthorized("the session has ended: sign in again")
+    return _principal(request, row)
+
+
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-def require(role: Role) -> Callable[..., Awaitable[Principal]]:
-    async def check(
-        request: Request, principal: Annotated[Principal, Depends(authenticate)]
-    ) -> Principal:
+def require(role: Role, *, session_cookie: bool = False) -> Callable[..., Awaitable[Principal]]:
+    who = authenticate_or_session if session_cookie else authenticate
+
+    # A default, not Annotated: the annotations are strings and `who` is a local name.
+    async def check(request: Request, principal: Principal = Depends(who)) -> Principal:
         if principal.role.rank < role.rank:
             raise Forbidden(
                 f"this needs the {role.value} role; the token has {principal.role.value}",
@@ -129,3 +160,5 @@ def require(role: Role) -> Callable[..., Awaitable[Principal]]:
 Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
 Operator = Annotated[Principal, Depends(require(Role.OPERATOR))]
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
+# The event stream: a bearer token or the web page's session cookie.
+StreamViewer = Annotated[Principal, Depends(require(Role.VIEWER, session_cookie=True))]

@@ -40,6 +40,20 @@ class ApiToken(SQLModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+class UiSession(SQLModel, table=True):
+    """A web page's sign-in: the cookie's SHA-256, the token it acts with (encrypted with
+    the pair-secret keys) and the CSRF token of its forms. Signing out deletes the row."""
+
+    __tablename__ = "ui_sessions"
+
+    id: str = Field(primary_key=True, max_length=64)
+    token_id: str = Field(foreign_key="api_tokens.id", max_length=40, index=True)
+    token_ciphertext: str = Field(sa_type=sa.Text)
+    csrf_token: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+
+
 class AuditOutcome(StrEnum):
     SUCCEEDED = "succeeded"
     REFUSED = "refused"  # answered with a problem: no change was made

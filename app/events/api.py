@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from app.access.auth import Viewer
+from app.access.auth import StreamViewer, Viewer
 from app.clusters import service as cluster_service
 from app.common import NO_NUL, Page
 from app.deps import ClusterId, ContextDep, PageSize, PageToken, SessionDep
@@ -133,7 +133,7 @@ class _SlotStreamingResponse(StreamingResponse):
 )
 async def stream_events(
     context: ContextDep,
-    principal: Viewer,
+    principal: StreamViewer,
     cluster_id: ClusterFilter = None,
     after: Annotated[
         int | None,

@@ -1,0 +1,1 @@
+from tests.ui.browser import browser, page  # noqa: F401  (a real Chromium)
