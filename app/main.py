@@ -15,6 +15,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import IntegrityError
 
+from app import openapi as openapi_doc
 from app.access import api as access
 from app.access import tokens
 from app.access.audit import RefusalAuditMiddleware
@@ -87,6 +88,10 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         summary="Disaster-recovery control plane",
         description=DESCRIPTION,
         lifespan=lifespan,
+        servers=openapi_doc.SERVERS,
+        openapi_tags=openapi_doc.TAGS,
+        license_info=openapi_doc.LICENSE,
+        generate_unique_id_function=openapi_doc.operation_id,
     )
     install_handlers(app)
     # The last added is outermost: the request id is set first and is on every response,
@@ -196,6 +201,7 @@ def _register_problem_schema(app: FastAPI) -> None:
                     codes += [413, 429] if method in MUTATING else []
                     responses = operation.setdefault("responses", {})
                     responses.update({str(code): doc for code, doc in problems(*codes).items()})
+        openapi_doc.refine(schema)
         app.openapi_schema = schema
         return schema
 

@@ -33,7 +33,7 @@ async def me(session: SessionDep, principal: Viewer) -> Me:
         201: {
             "links": {
                 "RevokeToken": {
-                    "operationId": "revoke_token_v1_tokens__token_id__delete",
+                    "operationId": "revokeToken",
                     "parameters": {"token_id": "$response.body#/id"},
                 }
             }

@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, StringConstraints
+from typing_extensions import TypeAliasType
 
 from app.access.auth import Role
 from app.access.models import AuditOutcome
@@ -71,6 +72,10 @@ class Me(Strict):
     role: Role
 
 
+# What the request did (its operation's id, a replay, ...).
+AuditDetail = TypeAliasType("AuditDetail", dict[str, Any])
+
+
 class AuditOut(Strict):
     id: str
     token_id: str | None
@@ -82,5 +87,5 @@ class AuditOut(Strict):
     request_id: str | None
     outcome: AuditOutcome
     status_code: int
-    detail: dict[str, Any] | None
+    detail: AuditDetail | None
     created_at: datetime

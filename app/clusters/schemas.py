@@ -12,12 +12,13 @@ from pydantic import (
     field_serializer,
     model_validator,
 )
+from typing_extensions import TypeAliasType
 
 from app.actions import registry as actions
 from app.actions import templating
 from app.common import JSON_NUMBER, Strict
 from app.domain.plans import MAX_TIMEOUT_S, STEP_NAMES
-from app.domain.states import ClusterState
+from app.domain.states import ALLOWED_ACTIONS, ClusterState
 
 Name = Annotated[
     str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -59,7 +60,17 @@ class SimulatedDriver(Strict):
 
 StepId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 HealthUrl = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
-ActionSettings = dict[str, Any]
+# One action's settings (its `kind` and what that kind takes: DESIGN.md section 8).
+ActionSettings = TypeAliasType("ActionSettings", dict[str, Any])
+UrlPerRegion = TypeAliasType("UrlPerRegion", dict[Region, HealthUrl])
+# The JSON the health endpoint's body must contain.
+ExpectedJson = TypeAliasType("ExpectedJson", dict[str, Any])
+# `{"secret": "<name>"}`: a secret of the pair, resolved when used.
+SecretReference = TypeAliasType("SecretReference", dict[str, str])
+# What an operator may ask for in a state (app.domain.states.ALLOWED_ACTIONS).
+PairAction = StrEnum(  # type: ignore[misc]
+    "PairAction", {a: a for a in sorted({a for acts in ALLOWED_ACTIONS.values() for a in acts})}
+)
 
 
 class StepSpec(Strict):
@@ -151,8 +162,8 @@ class DeploymentHealth(Strict):
     """One GET in the target region: a URL template (`{region}`, `{name}` and the pair's
     placeholders) or a URL per region; healthy on 2xx with a JSON body containing `expect`."""
 
-    url: HealthUrl | dict[Region, HealthUrl]
-    expect: dict[str, Any] | None = None
+    url: HealthUrl | UrlPerRegion
+    expect: ExpectedJson | None = None
 
 
 class Deployment(Strict):
@@ -188,9 +199,9 @@ class Deployment(Strict):
     retry: ActionSettings | None = None
     # `airflow`: health from Airflow's own monitor, failed task instances listed and cleared.
     kind: Literal["airflow"] | None = None
-    api_url: dict[Region, HealthUrl] | None = None
+    api_url: UrlPerRegion | None = None
     username: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
-    password: str | dict[str, str] | None = None
+    password: str | SecretReference | None = None
 
     @model_validator(mode="after")
     def _rules(self) -> Deployment:
@@ -277,7 +288,7 @@ class ClusterOut(Strict):
     version: int
     last_operation_id: str | None
     needs_attention: bool
-    allowed_actions: list[str]
+    allowed_actions: list[PairAction]
     created_at: datetime
     updated_at: datetime
 

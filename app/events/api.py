@@ -15,7 +15,7 @@ from app.deps import ClusterId, ContextDep, PageSize, PageToken, SessionDep
 from app.errors import BadRequest
 from app.events import service, stream
 from app.events.capacity import Slot
-from app.events.schemas import EventOut
+from app.events.schemas import SSE_EVENT, EventOut
 from app.pagination import INT64_MAX
 from app.problems import problems
 
@@ -76,30 +76,6 @@ def _resume_after(last_event_id: str | None, after: int | None) -> int | None:
     return after
 
 
-# One event of the stream, as an SSE client parses it (OpenAPI 3.2's itemSchema; tools read
-# `schema` of a text/event-stream response so before 3.2). Frames without data (`retry:`) and
-# comments are no events.
-SSE_EVENT = {
-    "type": "object",
-    "required": ["id", "event", "data"],
-    "properties": {
-        "id": {
-            "type": "string",
-            "pattern": "^[0-9]+$",
-            "description": "The resume cursor: send it back as Last-Event-ID",
-        },
-        "event": {"type": "string", "description": "The event's type"},
-        "data": {
-            "type": "string",
-            "contentMediaType": "application/json",
-            "contentSchema": {"$ref": "#/components/schemas/EventOut"},
-            "description": "The event, in the shape of the event list",
-        },
-        "retry": {"type": "integer", "description": "Milliseconds to wait before reconnecting"},
-    },
-}
-
-
 class _SlotStreamingResponse(StreamingResponse):
     """Gives the stream's slot back when the response ends, however it ends."""
 
@@ -120,8 +96,11 @@ class _SlotStreamingResponse(StreamingResponse):
     response_class=StreamingResponse,
     responses={
         200: {
-            "description": "An endless stream of events; the schema is one event's",
-            "content": {"text/event-stream": {"schema": SSE_EVENT}},
+            "description": "An endless stream of Server-Sent Events, one `Event` a frame: read "
+            "it with an SSE client (EventSource, httpx-sse), frame by frame",
+            # No `schema`: a generator would read the endless body as one string or object.
+            # One frame's shape is in `x-itemSchema` (OpenAPI 3.2's `itemSchema`).
+            "content": {"text/event-stream": {"x-itemSchema": SSE_EVENT}},
         },
         **problems(400, 422),
         429: {

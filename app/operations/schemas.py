@@ -3,11 +3,57 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, StrictBool, StringConstraints, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
+from typing_extensions import TypeAliasType
 
 from app.common import NO_NUL, Strict
 from app.domain.plans import Mode, OperationKind, OperationStatus, StepStatus
+from app.domain.states import ClusterState
 from app.readiness.schemas import ReadinessOut
+
+# Free-form JSON objects, named so that a generated client has one class for each, not an
+# anonymous one per field; the values stay plain dicts.
+StepError = TypeAliasType(
+    "StepError",
+    Annotated[
+        dict[str, Any],
+        WithJsonSchema(
+            {
+                "type": "object",
+                "description": "Why the step failed: `code`, `message` and the action's details",
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                "additionalProperties": True,
+            }
+        ),
+    ],
+)
+StepOutput = TypeAliasType("StepOutput", dict[str, Any])
+# A problem object (app.operations.executor builds it with every field ProblemDetails names).
+OperationError = Annotated[
+    dict[str, Any], WithJsonSchema({"$ref": "#/components/schemas/ProblemDetails"})
+]
+DataLoss = TypeAliasType(
+    "DataLoss",
+    Annotated[
+        dict[str, Any],
+        WithJsonSchema(
+            {
+                "type": "object",
+                "description": "What an action measured as lost",
+                "properties": {"bytes": {"type": "number"}, "seconds": {"type": "number"}},
+                "additionalProperties": True,
+            }
+        ),
+    ],
+)
+ReplicationLag = TypeAliasType("ReplicationLag", dict[str, Any])
 
 
 class OperationRequest(Strict):
@@ -47,8 +93,8 @@ class StepOut(Strict):
     deadline_at: datetime | None = None
     started_at: datetime | None
     finished_at: datetime | None
-    error: dict[str, Any] | None
-    output: dict[str, Any] | None
+    error: StepError | None
+    output: StepOutput | None
 
 
 class AwaitingApproval(Strict):
@@ -74,11 +120,11 @@ class OperationOut(Strict):
     mode: Mode | None
     status: OperationStatus
     done: bool
-    from_state: str
-    target_state: str
+    from_state: ClusterState
+    target_state: ClusterState
     steps: list[StepOut]
     progress: Progress
-    error: dict[str, Any] | None
+    error: OperationError | None
     reason: str | None
     requested_by: str | None
     needs_attention: bool
@@ -89,7 +135,7 @@ class OperationOut(Strict):
     # From creation to the end of the step that switched traffic.
     measured_rto_s: float | None = None
     # {"bytes", "seconds"} where an action measured it.
-    data_loss: dict[str, Any] | None = None
+    data_loss: DataLoss | None = None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -120,4 +166,4 @@ class DryRunOut(Strict):
     # calls nothing, so it does not evaluate: GET .../readiness?fresh=true does).
     readiness: ReadinessOut | None
     # Where a step can measure it (the postgres action); null otherwise.
-    replication_lag: dict[str, Any] | None = None
+    replication_lag: ReplicationLag | None = None

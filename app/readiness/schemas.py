@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from app.common import Strict
+from app.domain.plans import OperationKind
 
 
 class ReadinessCheck(Strict):
@@ -18,5 +19,5 @@ class ReadinessOut(Strict):
     ready: bool
     checked_at: datetime
     # The operation it was evaluated for: the one the pair's state allows next.
-    operation: str | None
+    operation: OperationKind | None
     checks: list[ReadinessCheck]

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Header
 from pydantic import BaseModel, Field
 
-from app.events.schemas import EventOut
+from app.events.schemas import EVENT_MODELS, EventOut
 from app.webhooks.schemas import EVENT_TYPES
 
 SIGNED = (
@@ -47,6 +47,7 @@ class PagerDutyEvent(BaseModel):
 
 def document(app: FastAPI) -> None:
     for event_type in EVENT_TYPES:
+        event = EVENT_MODELS[event_type]
 
         async def receiver(
             body: EventOut,
@@ -55,11 +56,15 @@ def document(app: FastAPI) -> None:
             webhook_signature: Annotated[str, Header(alias="webhook-signature")],
         ) -> None: ...
 
+        # The body is the one event type this webhook carries.
+        receiver.__annotations__["body"] = event
         app.webhooks.post(
             event_type,
             summary=f"{event_type} (standard endpoints)",
             description=SIGNED,
             status_code=204,
+            operation_id="on" + event.__name__.removesuffix("Event"),
+            tags=["webhooks"],
         )(receiver)
 
     async def pagerduty(body: PagerDutyEvent) -> None: ...
@@ -72,4 +77,6 @@ def document(app: FastAPI) -> None:
         "operation.step_timed_out, operation.rto_breached, operation.rpo_breached, "
         "operation.succeeded and operation.cancelled.",
         status_code=202,
+        operation_id="onPagerDutyEvent",
+        tags=["webhooks"],
     )(pagerduty)

@@ -12,6 +12,7 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
+from typing_extensions import TypeAliasType
 
 from app.common import NO_NUL, Strict
 from app.webhooks.models import DeliveryStatus, EndpointKind
@@ -26,23 +27,26 @@ def _fits_column(value: AnyHttpUrl) -> AnyHttpUrl:
     return value
 
 
-EventType = Literal[
-    "cluster.state_changed",
-    "cluster.readiness_changed",
-    "operation.created",
-    "operation.approval_requested",
-    "operation.step_changed",
-    "operation.step_timed_out",
-    "operation.succeeded",
-    "operation.failed",
-    "operation.cancelled",
-    "operation.cancelling",
-    "operation.retried",
-    "operation.rto_breached",
-    "operation.rpo_breached",
-    "webhook.endpoint_disabled",
-]
-EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
+EventType = TypeAliasType(
+    "EventType",
+    Literal[
+        "cluster.state_changed",
+        "cluster.readiness_changed",
+        "operation.created",
+        "operation.approval_requested",
+        "operation.step_changed",
+        "operation.step_timed_out",
+        "operation.succeeded",
+        "operation.failed",
+        "operation.cancelled",
+        "operation.cancelling",
+        "operation.retried",
+        "operation.rto_breached",
+        "operation.rpo_breached",
+        "webhook.endpoint_disabled",
+    ],
+)
+EVENT_TYPES: tuple[str, ...] = EventType.__value__.__args__
 Url = Annotated[
     AnyHttpUrl,
     AfterValidator(_fits_column),
@@ -96,7 +100,7 @@ class WebhookOut(Strict):
     id: str
     url: str = Field(description="Whole for admins; others see user info and query masked")
     kind: EndpointKind
-    event_types: list[str]
+    event_types: list[EventType]
     routing_key: str | None = Field(description="Masked: its last 4 characters at most")
     description: str | None
     secret: str = Field(description="Shown whole once, at creation or rotation; masked after")
