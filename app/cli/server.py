@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from app.config import Settings, get_settings
-
 if TYPE_CHECKING:
+    from app.config import Settings
     from app.embedded import EmbeddedRedis
 
 
@@ -33,6 +32,10 @@ def _settings() -> Settings:
     """The settings, or a usage error naming the one that is wrong (never its value)."""
     from pydantic import ValidationError
 
+    # Imported here: the incident commands start without the server's settings (and their
+    # imports), which cost a second of every invocation.
+    from app.config import get_settings
+
     try:
         return get_settings()
     except ValidationError as exc:
@@ -51,6 +54,8 @@ def _check_secret_key(settings: Settings) -> None:
 
 def _start_embedded_redis(server: EmbeddedRedis) -> None:
     """Start the private Redis and point this process's settings at it."""
+    from app.config import get_settings
+
     url = server.start()
     os.environ["TANDEM_REDIS_URL"] = url
     get_settings.cache_clear()
@@ -128,7 +133,7 @@ def serve(
             _migrate(settings)
         if redis_server is not None:
             _start_embedded_redis(redis_server)
-            settings = get_settings()
+            settings = _settings()
         if with_worker is None:
             with_worker = redis_server is not None
         app = create_app(settings, run_worker=with_worker)

@@ -25,8 +25,13 @@ STYLES = {
     "skipped": "dim",
 }
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Into a pipe or a file, tables take the width they need (rich would assume 80 columns and
+# cut ids short).
+WIDE = 240
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else WIDE)
+err = Console(
+    stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else WIDE
+)
 
 
 def emit_json(value: Any) -> None:
@@ -42,7 +47,8 @@ def status_text(status: str | None) -> Text:
 def pairs_table(pairs: list[dict[str, Any]]) -> Table:
     table = Table(title="DR pairs", title_justify="left")
     for column in ("name", "id", "state", "active region", "ready", "attention"):
-        table.add_column(column)
+        # Ids are copied into the next command: never cut short.
+        table.add_column(column, no_wrap=column in ("id", "name"))
     for pair in pairs:
         ready = pair.get("ready")
         table.add_row(
@@ -121,7 +127,7 @@ def step_note(op: dict[str, Any], step: dict[str, Any]) -> str:
     if isinstance(error, dict):
         return str(error.get("detail") or error.get("title") or error.get("code") or "")
     if not step.get("reversible", True) and step["status"] == "pending":
-        return "past the point of no return"
+        return "not reversible (point of no return on)"
     return ""
 
 
@@ -183,17 +189,18 @@ def dry_run_view(plan: dict[str, Any], pair: dict[str, Any]) -> Group:
         title=f"dry run: {plan['kind']} ({plan['mode']}) of {pair['name']}", title_justify="left"
     )
     for column in ("step", "actions", "reversible", "skipped", "timeout", "expected"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "step")
     for step in plan["steps"]:
-        name = step["name"] + ("  <- point of no return" if step.get("point_of_no_return") else "")
         expected = step.get("expected_duration_s")
         table.add_row(
-            name,
+            step["name"],
             ", ".join(
                 str(a) if not isinstance(a, dict) else str(a.get("kind", a))
                 for a in step.get("actions", [])
             ),
-            "yes" if step.get("reversible") else "no",
+            "POINT OF NO RETURN"
+            if step.get("point_of_no_return")
+            else ("yes" if step.get("reversible") else "no"),
             "skipped" if step.get("skipped") else "",
             f"{step['timeout_s']:g} s",
             "unknown" if expected is None else f"{expected:.1f} s",
