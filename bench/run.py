@@ -18,6 +18,9 @@
 (g) deployments: validating 200 deployments of one pair against a loopback health server,
     in-process, on a database of its own, beside 200 concurrent httpx GETs of the same URLs
     in one loop (see bench/deployments.py). Target: ratio at most 1.5x.
+(h) the web page: a step's change, commit -> shown on the DR tab in Chromium, beside a
+    plain SSE client on the same stream; and the tab's first-load bytes (see
+    bench/ui_live.py). Targets: ratio at most 2x; under 100 KB.
 
 Bounded in count and time; loopback only; prints a table and writes bench/results/latest.json.
 """
@@ -46,7 +49,7 @@ from arq.connections import ArqRedis, RedisSettings
 from redis.asyncio import Redis
 
 from app.config import Settings
-from bench import deployments, http_step, metrics, readiness, webhooks
+from bench import deployments, http_step, metrics, readiness, ui_live, webhooks
 from bench.procstat import MachineCpu, process_cpu_s, self_cpu_s
 from bench.services import (
     clean_redis,
@@ -376,6 +379,9 @@ async def measure(stack: Stack, env: dict[str, str], pg: dict[str, str], noop: P
         ),
         PHASE_TIMEOUT_S,
     )
+    results["ui"] = await asyncio.wait_for(
+        ui_live.measure(stack.base_url, BENCH_TOKEN), PHASE_TIMEOUT_S
+    )
     # Last: it leaves 1,000 pairs in the database.
     results["metrics"] = await asyncio.wait_for(
         metrics.measure(stack.base_url, AUTH, env["TANDEM_DATABASE_URL"], stack.api.pid),
@@ -443,6 +449,7 @@ def report(raw: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         "e_readiness": readiness.report(raw["readiness"]),
         "f_metrics": metrics.report(raw["metrics"]),
         "g_deployments": deployments.report(raw["deployments"]),
+        "h_ui": ui_live.report(raw["ui"]),
         "profile": {
             "failover_phases": breakdown,
             "per_failover_counters": raw["latency"]["per_failover"],
@@ -538,6 +545,8 @@ def render(fig: dict[str, Any]) -> str:
         *metrics.render(fig["f_metrics"]),
         "",
         *deployments.render(fig["g_deployments"]),
+        "",
+        *ui_live.render(fig["h_ui"]),
         "",
         "profile of one failover (medians over the samples, from the operation's timestamps)",
         table(

@@ -70,7 +70,7 @@ async def test_fail_over_and_back_on_the_dr_tab(
     await expect(failover_item).to_have_attribute("aria-disabled", "true")
     await menu.get_by_role("menuitem", name="Failback to Primary…").click()
     dialog = page.get_by_role("dialog")
-    await expect(dialog.get_by_role("heading")).to_have_text(re.compile("Fail back"))
+    await expect(dialog.get_by_role("heading", level=2)).to_have_text(re.compile("Fail back"))
     await dialog.get_by_label("Type the pair name to confirm").fill(pair["name"])
     await dialog.get_by_role("button", name="Confirm failback").click()
     # (The gate stays open: this time the steps may all be done before the page is back.)

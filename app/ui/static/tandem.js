@@ -4,6 +4,8 @@
   "use strict";
 
   const $ = (selector, root = document) => root.querySelector(selector);
+  // An answer that is not a success never replaces what the page shows.
+  htmx.config.noSwap.push("4xx", "5xx");
 
   // Live: each event of the pair refreshes the live part (one request at a time; events
   // that arrive meanwhile cost one more refresh, not one each) and joins the events list.
@@ -36,15 +38,9 @@
     return String(data.kind ?? "");
   }
 
-  function showEvent(message) {
+  function showEvent(event) {
     const list = $("#events");
     if (!list) return;
-    let event;
-    try {
-      event = JSON.parse(message.data);
-    } catch {
-      return;
-    }
     $(".empty", list)?.remove();
     const item = document.createElement("li");
     const time = document.createElement("time");
@@ -57,14 +53,50 @@
     while (list.children.length > 20) list.lastElementChild.remove();
   }
 
+  // What an event says is shown at once; the refresh that follows brings the rest (the
+  // buttons, readiness, deployments) and corrects anything shown here.
+  const STATUS_WORDS = {
+    "primary-active": (p) => `Primary region active: ${p.dataset.primaryRegion}`,
+    "secondary-active": (p) => `Failed over to secondary region: ${p.dataset.secondaryRegion}`,
+    "failing-over": () => "Failing over…",
+    "failing-back": () => "Failing back…",
+  };
+  function apply(type, data) {
+    if (type === "operation.step_changed") {
+      const operation = $("#operation");
+      if (operation?.dataset.operationId !== data.operation_id) return;
+      const step = $(`[data-step="${CSS.escape(data.step)}"]`, operation);
+      if (!step) return;
+      step.className = `step status-${data.status}`;
+      $(".status", step).textContent = data.status;
+    } else if (type === "cluster.state_changed" && data.to in STATUS_WORDS) {
+      const indicator = $("#status-indicator");
+      if (!indicator) return;
+      indicator.textContent = STATUS_WORDS[data.to]($("#panel-dr"));
+      indicator.className = `indicator state-${data.to}`;
+    }
+  }
+
   document.addEventListener("htmx:sse:after:message", (e) => {
     const message = e.detail?.message;
     if (!message?.event) return;
-    showEvent(message);
+    let event;
+    try {
+      event = JSON.parse(message.data);
+    } catch {
+      return;
+    }
+    apply(event.type, event.data || {});
+    showEvent(event);
     refresh();
   });
-  // Whatever happened between the page's rendering and the stream's start.
+  // Whatever happened between the page's rendering and the stream's start (or restart).
   document.addEventListener("htmx:sse:after:connection", refresh);
+  // Mid-switch, a refresh now and then as well: a stream that silently stalls behind a
+  // proxy must not leave the page saying "Failing over…" forever.
+  setInterval(() => {
+    if ($("#status-indicator")?.textContent.startsWith("Failing")) refresh();
+  }, 10_000);
 
   // The Actions menu (a menu button: arrows, Home/End, Escape, Tab).
   function menuItems() {
