@@ -319,6 +319,8 @@ def test_the_image_serves_and_its_healthcheck_sees_it(built: Built, tmp_path: Pa
     # The dev group stays out of the image.
     dev = subprocess.run([venv / "bin" / "python", "-c", "import pytest"], capture_output=True)
     assert dev.returncode != 0, "pytest is installed in the image's virtualenv"
+    # uv stays in the builder: the virtualenv the final stage takes has none of its own.
+    assert not (venv / "bin" / "uv").exists()
 
     port, worker_port = _free_port(), _free_port()
     env = {
