@@ -442,16 +442,28 @@ def test_secrets_from_values_go_into_a_secret_made_before_the_migration() -> Non
     )
 
 
-def test_settings_become_tandem_variables() -> None:
+def test_settings_become_tandem_variables(tmp_path: Path) -> None:
     docs = production(
         "settings.LOG_LEVEL=debug",
         "settings.webhook_timeout_s=5",
         "settings.WEBHOOK_RETRY_SCHEDULE_S={1,2,3}",
+        "settings.STREAMS_PER_PROCESS=1000000",
+        "settings.WEBHOOK_RETRY_JITTER=0.25",
     )
     env = env_of(container(one(docs, "Deployment", "-worker")))
     assert env["TANDEM_LOG_LEVEL"]["value"] == "debug"
     assert env["TANDEM_WEBHOOK_TIMEOUT_S"]["value"] == "5"
     assert json.loads(env["TANDEM_WEBHOOK_RETRY_SCHEDULE_S"]["value"]) == [1, 2, 3]
+    assert env["TANDEM_STREAMS_PER_PROCESS"]["value"] == "1000000"
+    assert env["TANDEM_WEBHOOK_RETRY_JITTER"]["value"] == "0.25"
+    # From a values file too, where YAML numbers arrive as floats.
+    values = tmp_path / "values.yaml"
+    values.write_text("settings:\n  STREAMS_PER_PROCESS: 2000000\n  LEASE_TTL_S: 6.5\n")
+    from_file = env_of(
+        container(one(render("-f", str(EXAMPLE), "-f", str(values)), "Deployment", "-api"))
+    )
+    assert from_file["TANDEM_STREAMS_PER_PROCESS"]["value"] == "2000000"
+    assert from_file["TANDEM_LEASE_TTL_S"]["value"] == "6.5"
     # Each setting the example names is one of Tandem's (app/config.py).
     from app.config import Settings
 

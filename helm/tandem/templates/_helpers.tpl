@@ -69,11 +69,20 @@ app.kubernetes.io/part-of: tandem
       {{- end }}
 {{- end }}
 
+{{/* A setting as its variable's text: whole numbers in full (YAML numbers reach templates
+as floats, which print 1000000 as 1e+06), lists as JSON. */}}
+{{- define "tandem.settingValue" -}}
+{{- if kindIs "slice" . }}{{ toJson . }}
+{{- else if and (kindIs "float64" .) (eq . (floor .)) }}{{ int64 . }}
+{{- else }}{{ toString . }}
+{{- end }}
+{{- end }}
+
 {{/* The environment of every Tandem container: settings, then secrets, then the chart's own. */}}
 {{- define "tandem.env" -}}
 {{- range $name, $value := .Values.settings }}
 - name: {{ printf "TANDEM_%s" (upper $name) }}
-  value: {{ if or (kindIs "slice" $value) (kindIs "map" $value) }}{{ toJson $value | quote }}{{ else }}{{ toString $value | quote }}{{ end }}
+  value: {{ include "tandem.settingValue" $value | quote }}
 {{- end }}
 - name: TANDEM_HOST
   value: "0.0.0.0"
