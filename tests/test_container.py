@@ -3,9 +3,10 @@
 The builder stage's ARG, ENV, WORKDIR, COPY and RUN instructions are read from the
 Dockerfile and carried out as written in a temporary directory that stands for the
 image's root, with a clean virtualenv standing for the base image's Python; then the
-final stage's command starts from the result, its HEALTHCHECK is run against it, and
-`tandem migrate` is run from it. So a step changed in the Dockerfile is a step changed
-here. hadolint checks the rest.
+final stage's command starts from the result as the final stage's USER (to whom the code
+and the virtualenv are read-only, and the data directory writable), its HEALTHCHECK is
+run against it, and `tandem migrate` is run from it. So a step changed in the Dockerfile
+is a step changed here. hadolint checks the rest.
 """
 
 from __future__ import annotations
@@ -15,15 +16,18 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -235,12 +239,35 @@ class Built:
     entrypoint: list[str]
     cmd: list[str]
     healthcheck: str  # the HEALTHCHECK instruction after its keyword
+    user: int
+    group: int
+
+    def run(self, command: list[str], env: dict[str, str], **kwargs: Any) -> Any:
+        """`command` as the image runs it: as USER, in WORKDIR (subprocess.run's keywords)."""
+        return subprocess.run(command, env=env, cwd=self.workdir, **self.as_user(), **kwargs)
+
+    def as_user(self) -> dict[str, Any]:
+        return {"user": self.user, "group": self.group, "extra_groups": []}
 
 
 @pytest.fixture(scope="module")
-def built(first_pass: None, stages: list[Stage], tmp_path_factory: pytest.TempPathFactory) -> Built:
+def built(
+    first_pass: None, stages: list[Stage], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Built]:
     builder, final = stages
-    image = Image(tmp_path_factory.mktemp("image"))
+    # Outside pytest's private temporary folder: the image's user must reach it, as it
+    # reaches / in the image (and may write only to its data directory).
+    root = Path(tempfile.mkdtemp(prefix="tandem-image-"))
+    root.chmod(0o755)
+    try:
+        yield _build(builder, final, Image(root), tmp_path_factory)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _build(
+    builder: Stage, final: Stage, image: Image, tmp_path_factory: pytest.TempPathFactory
+) -> Built:
     base = tmp_path_factory.mktemp("base-python")
     subprocess.run([sys.executable, "-m", "venv", str(base)], check=True)
     build(builder, image, base / "bin" / "python")
@@ -256,9 +283,18 @@ def built(first_pass: None, stages: list[Stage], tmp_path_factory: pytest.TempPa
     for instruction in final.all("ENV"):
         for key, value in _assignments(instruction.rest).items():
             env[key] = image.env_value(os.path.expandvars(value))
+    uid, _, gid = final.one("USER").rest.partition(":")
+    # The final stage's own RUN: the user's data directory (its home), the one place it writes.
+    data_dir = image.path("/var/lib/tandem")
+    assert env["TANDEM_DATA_DIR"] == str(data_dir)
+    data_dir.mkdir(parents=True)
+    os.chown(data_dir, int(uid), int(gid or uid))
+    env["HOME"] = str(data_dir)
     return Built(
         image=image,
         env=env,
+        user=int(uid),
+        group=int(gid or uid),
         workdir=image.path(final.one("WORKDIR").rest),
         entrypoint=final.one("ENTRYPOINT").exec_form(),
         cmd=final.one("CMD").exec_form(),
@@ -311,13 +347,13 @@ def _healthcheck(built: Built, api_port: int, worker_port: int) -> subprocess.Co
     # HEALTHCHECK [options] CMD ["python", "-c", ...]: the exec form after CMD.
     command = json.loads(built.healthcheck.split("CMD", 1)[1])
     env = {**built.env, "TANDEM_PORT": str(api_port), "TANDEM_WORKER_HEALTH_PORT": str(worker_port)}
-    return subprocess.run(command, env=env, cwd=built.workdir, capture_output=True, timeout=30)
+    return built.run(command, env, capture_output=True, timeout=30)
 
 
 def test_the_image_serves_and_its_healthcheck_sees_it(built: Built, tmp_path: Path) -> None:
     venv = built.image.path("/opt/tandem/venv")
     # The dev group stays out of the image.
-    dev = subprocess.run([venv / "bin" / "python", "-c", "import pytest"], capture_output=True)
+    dev = built.run([str(venv / "bin" / "python"), "-c", "import pytest"], {}, capture_output=True)
     assert dev.returncode != 0, "pytest is installed in the image's virtualenv"
     # uv stays in the builder: the virtualenv the final stage takes has none of its own.
     assert not (venv / "bin" / "uv").exists()
@@ -328,7 +364,6 @@ def test_the_image_serves_and_its_healthcheck_sees_it(built: Built, tmp_path: Pa
         # Loopback only on this machine (the image's 0.0.0.0 is for a pod's network).
         "TANDEM_HOST": "127.0.0.1",
         "TANDEM_PORT": str(port),
-        "TANDEM_DATA_DIR": str(tmp_path / "data"),
     }
     assert _healthcheck(built, port, worker_port).returncode != 0, "healthy with nothing up"
     log = (tmp_path / "serve.log").open("wb")
@@ -338,6 +373,7 @@ def test_the_image_serves_and_its_healthcheck_sees_it(built: Built, tmp_path: Pa
         cwd=built.workdir,
         stdout=log,
         stderr=subprocess.STDOUT,
+        **built.as_user(),
     )
     try:
         ready = None
@@ -358,9 +394,11 @@ def test_the_image_serves_and_its_healthcheck_sees_it(built: Built, tmp_path: Pa
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
         checked = _healthcheck(built, port, worker_port)
         assert checked.returncode == 0, checked.stderr
-        # Which python ran it: the image's virtualenv, not the test's.
+        # Which python ran it: the image's virtualenv, not the test's; and as whom.
         cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes().split(b"\0")
         assert cmdline[0].decode().startswith(str(venv)), cmdline
+        status = Path(f"/proc/{server.pid}/status").read_text()
+        assert re.search(rf"^Uid:\s+{built.user}\s", status, re.MULTILINE), status
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
@@ -371,11 +409,10 @@ def test_the_image_serves_and_its_healthcheck_sees_it(built: Built, tmp_path: Pa
 def test_the_image_migrates_a_database(built: Built, tmp_path: Path) -> None:
     from app.migrations import head_revision
 
-    database = tmp_path / "migrated.db"
-    done = subprocess.run(
+    database = Path(built.env["TANDEM_DATA_DIR"]) / "migrated.db"
+    done = built.run(
         [*built.entrypoint, "migrate"],
-        env={**built.env, "TANDEM_DATABASE_URL": f"sqlite:///{database}"},
-        cwd=built.workdir,
+        {**built.env, "TANDEM_DATABASE_URL": f"sqlite:///{database}"},
         capture_output=True,
         text=True,
         timeout=120,
