@@ -376,18 +376,7 @@ def test_the_image_serves_and_its_healthcheck_sees_it(built: Built, tmp_path: Pa
         **built.as_user(),
     )
     try:
-        ready = None
-        for _ in range(600):
-            if server.poll() is not None:
-                break
-            try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
-                if ready.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        log.flush()
+        ready = _wait_ready(f"http://127.0.0.1:{port}/readyz", server)
         output = (tmp_path / "serve.log").read_text(errors="replace")
         assert server.poll() is None, f"tandem serve exited:\n{output}"
         assert ready is not None and ready.status_code == 200, output
@@ -404,6 +393,56 @@ def test_the_image_serves_and_its_healthcheck_sees_it(built: Built, tmp_path: Pa
         server.wait(timeout=60)
         log.close()
     assert _healthcheck(built, port, worker_port).returncode != 0, "healthy after the stop"
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> httpx.Response | None:
+    """The last answer of `url` once it is 200, or the process has ended, or 60 s passed."""
+    answer = None
+    for _ in range(600):
+        if process.poll() is not None:
+            break
+        try:
+            answer = httpx.get(url, timeout=5)
+            if answer.status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    return answer
+
+
+def test_the_image_runs_a_worker_and_its_healthcheck_sees_it(
+    built: Built, database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    api_port, health_port = _free_port(), _free_port()
+    env = {
+        **built.env,
+        "TANDEM_HOST": "127.0.0.1",
+        "TANDEM_DATABASE_URL": database_url,
+        "TANDEM_REDIS_URL": redis_url,
+        "TANDEM_WORKER_HEALTH_PORT": str(health_port),
+    }
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        [*built.entrypoint, "worker"],
+        env=env,
+        cwd=built.workdir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        **built.as_user(),
+    )
+    try:
+        ready = _wait_ready(f"http://127.0.0.1:{health_port}/readyz", worker)
+        output = (tmp_path / "worker.log").read_text(errors="replace")
+        assert worker.poll() is None, f"tandem worker exited:\n{output}"
+        assert ready is not None and ready.status_code == 200, output
+        # Nothing on the API's port: the health check finds the worker's.
+        checked = _healthcheck(built, api_port, health_port)
+        assert checked.returncode == 0, checked.stderr
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+        log.close()
 
 
 def test_the_image_migrates_a_database(built: Built, tmp_path: Path) -> None:
