@@ -34,6 +34,11 @@ import pytest
 
 from tests.backends import backends
 
+# The first test that asks for the built image waits for the whole build (a virtualenv,
+# uv from PyPI, the locked dependencies, byte-compiling them): more than the suite's 180 s
+# on a busy machine.
+pytestmark = pytest.mark.timeout(600)
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 HADOLINT = Path(sys.executable).parent / "hadolint"
