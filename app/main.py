@@ -20,6 +20,7 @@ from app.access import api as access
 from app.access import tokens
 from app.access.audit import RefusalAuditMiddleware
 from app.access.auth import MUTATING
+from app.batches import api as batches
 from app.clusters import api as clusters
 from app.config import Settings, get_settings
 from app.context import Context, build_context
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.include_router(operations.router)
     app.include_router(events.router)
     app.include_router(webhooks.router)
+    app.include_router(batches.router)
     # The web page: templates on the public API, and its scripts (no build step).
     app.include_router(ui.router)
     app.mount("/ui/static", StaticFiles(directory=ui.STATIC), name="ui-static")

@@ -40,6 +40,7 @@ TAGS: list[dict[str, Any]] = [
     {"name": "secrets", "description": "Values a pair's plan needs but nobody may read back"},
     {"name": "access", "description": "API tokens, who am I, the audit log"},
     {"name": "health", "description": "Liveness, readiness and Prometheus metrics"},
+    {"name": "batches", "description": "Many operations as one request: a region's evacuation"},
 ]
 
 # No licence file ships with Tandem: the document says so rather than guess one.

@@ -4,6 +4,7 @@ from app.access.models import ApiToken, AuditRecord, Organization, UiSession
 from app.actions.approval import Decision
 from app.actions.progress import ActionProgress
 from app.actions.simulated import SimulatedEffect, SimulatedGate
+from app.batches.models import Batch, BatchItem
 from app.clusters.models import Cluster
 from app.coordination import Counter, Lease
 from app.deployments.models import DeploymentResult
@@ -16,6 +17,8 @@ __all__ = [
     "ActionProgress",
     "ApiToken",
     "AuditRecord",
+    "Batch",
+    "BatchItem",
     "Cluster",
     "Counter",
     "Decision",

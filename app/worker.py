@@ -17,13 +17,14 @@ from arq.worker import Worker
 import app.tables  # noqa: F401  (every table on the metadata: foreign keys need them all)
 from app import retention
 from app.actions.base import ActionDeps
+from app.batches import service as batches
 from app.config import Settings
 from app.context import build_context, redis_settings
 from app.events.notify import EVENTS, Notifier, publish
 from app.health import worker as health_server
 from app.health.service import Readiness, readiness
 from app.migrations import current_revision, head_revision
-from app.operations import tracing
+from app.operations import observe, tracing
 from app.operations.executor import Executor
 from app.operations.sweeper import sweep
 from app.readiness import service as pair_readiness
@@ -40,6 +41,11 @@ async def run_operation(ctx: dict[str, Any], operation_id: str) -> bool:
     """The job that carries out an operation; the work is in app/operations/executor.py."""
     executor: Executor = ctx["executor"]
     return await executor.run(operation_id)
+
+
+async def run_batch(ctx: dict[str, Any], batch_id: str) -> None:
+    """A pass of a batch (app/batches/service.py): settle, start what may start."""
+    await batches.advance(ctx["context"], batch_id)
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -72,6 +78,14 @@ async def startup(ctx: dict[str, Any]) -> None:
         notify=notify,
         enqueue_at=context.enqueue,
     )
+
+    # A batch's operation ended: the batch may start its next ones at once.
+    async def batch_pass(ended: observe.OperationEnded) -> None:
+        if ended.batch_id is not None:
+            await batches.advance(context, ended.batch_id)
+
+    ctx["batch_pass"] = batch_pass
+    observe.OPERATION_OBSERVERS.append(batch_pass)
     dispatcher = Dispatcher(context.sessions, context.http, settings, owner)
     context.notifier.start()
     ctx["dispatcher_task"] = asyncio.create_task(dispatch(dispatcher, context.notifier))
@@ -103,6 +117,9 @@ async def dispatch(dispatcher: Dispatcher, notifier: Notifier) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    batch_pass = ctx.get("batch_pass")
+    if batch_pass in observe.OPERATION_OBSERVERS:
+        observe.OPERATION_OBSERVERS.remove(batch_pass)
     health = ctx.get("health")
     if health is not None:
         server, serving = health
@@ -138,7 +155,8 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     return {
         "functions": [
             # Recovery comes from the lease and the sweeper, not from arq's own retry.
-            func(run_operation, name="run_operation", max_tries=1000, timeout=24 * 3600)
+            func(run_operation, name="run_operation", max_tries=1000, timeout=24 * 3600),
+            func(run_batch, name=batches.RUN_BATCH, max_tries=3, timeout=3600),
         ],
         "cron_jobs": [
             cron(

@@ -35,6 +35,8 @@ class Cluster(SQLModel, table=True):
     rto_target_s: float | None = None
     rpo_target_s: float | None = None
     deployments: list[Any] = Field(sa_type=JSONType)
+    # Free-form string labels, for selectors (a region's evacuation picks pairs by them).
+    labels: dict[str, str] = Field(default_factory=dict, sa_type=JSONType)
     state: str = Field(max_length=32)
     active_region: str = Field(max_length=64)
     version: int = 1

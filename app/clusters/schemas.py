@@ -231,6 +231,15 @@ class Deployment(Strict):
 
 
 Objective = Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S), JSON_NUMBER]
+LabelKey = Annotated[
+    str,
+    StringConstraints(
+        min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$"
+    ),
+]
+LabelValue = Annotated[str, StringConstraints(max_length=63, pattern=r"^[A-Za-z0-9._-]*$")]
+# Up to 32 labels; a selector matches a pair that has every label it names, with its value.
+Labels = Annotated[dict[LabelKey, LabelValue], Field(max_length=32)]
 
 
 class ClusterCreate(Strict):
@@ -243,6 +252,7 @@ class ClusterCreate(Strict):
     deployments: list[Deployment] = Field(default_factory=list, max_length=500)
     rto_target_s: Objective | None = None
     rpo_target_s: Objective | None = None
+    labels: Labels = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _two_regions(self) -> ClusterCreate:
@@ -263,6 +273,8 @@ class ClusterPatch(Strict):
     deployments: list[Deployment] | None = Field(default=None, max_length=500)
     rto_target_s: Objective | None = None
     rpo_target_s: Objective | None = None
+    # Replaces every label.
+    labels: Labels | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> ClusterPatch:
@@ -281,6 +293,7 @@ class ClusterOut(Strict):
     deployments: list[Deployment]
     rto_target_s: float | None
     rpo_target_s: float | None
+    labels: dict[str, str]
     state: ClusterState
     # The last readiness evaluation's verdict (GET .../readiness); null: not evaluated yet.
     ready: bool | None = None

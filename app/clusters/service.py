@@ -72,6 +72,7 @@ async def create(session: AsyncSession, org_id: str, body: ClusterCreate) -> Clu
         plan=body.plan.model_dump(mode="json", exclude_none=True) if body.plan else None,
         rto_target_s=body.rto_target_s,
         rpo_target_s=body.rpo_target_s,
+        labels=dict(body.labels),
         deployments=[d.model_dump(exclude_none=True) for d in body.deployments],
         state=ClusterState.PRIMARY_ACTIVE.value,
         active_region=body.primary.region,
@@ -195,6 +196,8 @@ async def update(
         cluster.deployments = [d.model_dump(exclude_none=True) for d in body.deployments]
     if "name" in changes:
         cluster.name = changes["name"]
+    if body.labels is not None:
+        cluster.labels = dict(body.labels)
     cluster.version += 1
     cluster.updated_at = utcnow()
     try:

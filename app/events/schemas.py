@@ -109,6 +109,23 @@ class EndpointDisabledData(_Data):
     reason: str
 
 
+class BatchCreatedData(_Data):
+    batch_id: str
+    kind: str
+    region: str
+    total: int
+    to_start: int
+    skipped: int
+
+
+class BatchFinishedData(_Data):
+    batch_id: str
+    kind: str
+    region: str
+    status: str
+    counts: dict[str, int]
+
+
 class _Event(BaseModel):
     id: str = Field(description="Opaque (`evt_...`); a webhook's `webhook-id`")
     created_at: datetime
@@ -146,6 +163,8 @@ EVENT_DATA: dict[str, type[BaseModel]] = {
     "operation.rto_breached": ObjectiveBreachedData,
     "operation.rpo_breached": ObjectiveBreachedData,
     "webhook.endpoint_disabled": EndpointDisabledData,
+    "batch.created": BatchCreatedData,
+    "batch.finished": BatchFinishedData,
 }
 EVENT_MODELS: dict[str, type[_Event]] = {
     event_type: _event(event_type, data) for event_type, data in EVENT_DATA.items()

@@ -73,10 +73,10 @@ async def _start(
     stored = await idempotency.run_once(
         context.sessions, principal.org_id, key, print_, produce, cluster_id=cluster_id
     )
-    return await _answer(stored, request, context)
+    return await answer_stored(stored, request, context)
 
 
-async def _answer(
+async def answer_stored(
     stored: idempotency.StoredResponse, request: Request, context: ContextDep
 ) -> JSONResponse:
     """The stored response; a replay says so, in a header and in the audit log."""
@@ -220,7 +220,7 @@ async def retry_deployments(
     stored = await idempotency.run_once(
         context.sessions, principal.org_id, key, print_, produce, cluster_id=cluster_id
     )
-    return await _answer(stored, request, context)
+    return await answer_stored(stored, request, context)
 
 
 @router.get(

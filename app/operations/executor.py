@@ -830,6 +830,7 @@ def _operation_ended(run: _Run) -> observe.OperationEnded:
         ),
         source_region=str(source.get("region")),
         target_region=str(target.get("region")),
+        batch_id=operation.batch_id,
     )
 
 

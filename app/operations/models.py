@@ -40,6 +40,8 @@ class Operation(SQLModel, table=True):
     target_state: str = Field(max_length=32)
     reason: str | None = Field(default=None, max_length=1000)
     requested_by: str | None = Field(default=None, max_length=200)
+    # The batch (a region's evacuation) that started it, if any.
+    batch_id: str | None = Field(default=None, max_length=40, index=True)
     accept_data_loss: bool = False
     error: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
     # The plan it was started with (a list of app.domain.plans.StepPlan as dicts): a later

@@ -49,6 +49,8 @@ class OperationEnded:
     steps: tuple[dict[str, Any], ...]
     source_region: str
     target_region: str
+    # The batch that started it (a region's evacuation), if any.
+    batch_id: str | None = None
 
 
 StepObserver = Callable[[StepEnded], Awaitable[None]]

@@ -127,6 +127,8 @@ class OperationOut(Strict):
     error: OperationError | None
     reason: str | None
     requested_by: str | None
+    # The batch (a region's evacuation) that started it, if any.
+    batch_id: str | None = None
     needs_attention: bool
     # What went wrong without failing the operation (a non-critical deployment unhealthy).
     warnings: list[str] = Field(default_factory=list)

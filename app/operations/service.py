@@ -72,6 +72,7 @@ async def start(
     kind: OperationKind,
     request: OperationRequest,
     requested_by: str | None,
+    batch_id: str | None = None,
 ) -> Operation:
     rules = RULES[kind]
     # The pair's row stays locked until commit: a DELETE or PATCH racing this waits.
@@ -98,6 +99,7 @@ async def start(
             target_state=rules.target.value,
             reason=request.reason,
             requested_by=requested_by,
+            batch_id=batch_id,
             accept_data_loss=request.accept_data_loss,
             plan=[step.to_dict() for step in plan],
         ),
@@ -387,6 +389,7 @@ def render(operation: Operation, steps: list[OperationStep]) -> OperationOut:
         error=operation.error,
         reason=operation.reason,
         requested_by=operation.requested_by,
+        batch_id=operation.batch_id,
         needs_attention=operation.needs_attention,
         awaiting_approval=next(
             (

@@ -44,6 +44,8 @@ EventType = TypeAliasType(
         "operation.rto_breached",
         "operation.rpo_breached",
         "webhook.endpoint_disabled",
+        "batch.created",
+        "batch.finished",
     ],
 )
 EVENT_TYPES: tuple[str, ...] = EventType.__value__.__args__
