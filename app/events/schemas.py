@@ -56,6 +56,7 @@ class ReadinessChangedData(_Data):
 
 
 class OperationCreatedData(_OfKind):
+    batch_id: str | None = Field(default=None, description="The batch that started it, if any")
     mode: Mode | None = Field(description="Null for the kinds that change no state")
     deployments: list[str] | None = Field(
         default=None, description="retry_deployments: the deployments it retries"

@@ -109,12 +109,14 @@ async def start(
     # A drill or deployment retry under way gives way: cancelled now, the switch starts
     # once it has ended (the executor waits for it).
     await _cancel_side(session, enqueue, cluster.id)
-    await emit_event(
-        session,
-        cluster.id,
-        "operation.created",
-        {"operation_id": operation.id, "kind": kind.value, "mode": request.mode.value},
-    )
+    created: dict[str, Any] = {
+        "operation_id": operation.id,
+        "kind": kind.value,
+        "mode": request.mode.value,
+    }
+    if batch_id is not None:
+        created["batch_id"] = batch_id
+    await emit_event(session, cluster.id, "operation.created", created)
     await apply_transition(session, cluster.id, rules.accepted, operation.id)
     await session.execute(
         update(Cluster)

@@ -4,6 +4,11 @@ trigger when a failover or failback starts or waits for an approval (warning), m
 its RTO or RPO target (error), fails or has a step pass its deadline (critical); resolve
 when it succeeds or is cancelled. dedup_key is the
 operation id, so one incident follows one operation from start to end.
+
+A batch (a region's evacuation) is one incident of its own (dedup_key: the batch id), opened
+at error when it starts and resolved when it ends, or raised to critical when it ended
+with operations failed. Its operations open no incident each when they start (one page for
+the region, not one per pair); a failure of one still pages.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ EVENT_TYPES = frozenset(
         "operation.rpo_breached",
         "operation.succeeded",
         "operation.cancelled",
+        "batch.created",
+        "batch.finished",
     }
 )
 CRITICAL = frozenset({"operation.failed", "operation.step_timed_out"})
@@ -52,10 +59,51 @@ def _readiness(event: Event, routing_key: str) -> dict[str, Any]:
     }
 
 
+def _batch(event: Event, routing_key: str) -> dict[str, Any]:
+    data = event.data
+    dedup = str(data.get("batch_id"))
+    status = data.get("status")
+    if event.type == "batch.finished" and status != "failed":
+        return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup}
+    if event.type == "batch.created":
+        summary = (
+            f"Tandem: evacuating region {data.get('region')}: {data.get('to_start')} pair(s) "
+            f"to move, {data.get('skipped')} skipped (batch {dedup})"
+        )
+        severity = "error"
+    else:
+        counts = data.get("counts") or {}
+        summary = (
+            f"Tandem: the evacuation of region {data.get('region')} ended with "
+            f"{counts.get('failed', 0)} failed and {counts.get('cancelled', 0)} cancelled "
+            f"operation(s) (batch {dedup})"
+        )
+        severity = "critical"
+    return {
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": dedup,
+        "payload": {
+            "summary": summary[:1024],
+            "source": f"tandem/region/{data.get('region')}",
+            "severity": severity,
+            "component": f"region/{data.get('region')}",
+            "group": "disaster-recovery",
+            "class": event.type,
+            "timestamp": event.created_at.isoformat(),
+            "custom_details": {"event_id": event.id, **data},
+        },
+    }
+
+
 def body(event: Event, routing_key: str) -> dict[str, Any] | None:
     if event.type == "cluster.readiness_changed":
         return _readiness(event, routing_key)
+    if event.type.startswith("batch."):
+        return _batch(event, routing_key)
     data = event.data
+    if event.type == "operation.created" and data.get("batch_id"):
+        return None  # the batch's incident covers it
     operation_id = data.get("operation_id")
     if event.type not in EVENT_TYPES or not operation_id:
         return None

@@ -3,6 +3,7 @@ starts, escalate it when it fails, and resolve it when it succeeds."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -199,3 +200,31 @@ async def test_a_step_past_its_deadline_pages_critical(
     timed_out = [b for b in bodies if b["payload"]["class"] == "operation.step_timed_out"]
     assert len(timed_out) >= 1
     assert "switch_traffic passed its deadline" in timed_out[0]["payload"]["summary"]
+
+
+async def test_an_evacuation_is_one_incident_not_one_per_pair(
+    client: httpx.AsyncClient, receiver: Receiver, pagerduty: str
+) -> None:
+    from tests.batches.test_evacuation import batch_done, evacuate, register
+
+    region = f"pd-{uuid.uuid4().hex[:6]}"
+    for _ in range(3):
+        await register(client, region, "us-west-2")
+    answer = await evacuate(client, region, reason="region down")
+    assert answer.status_code == 202, answer.text
+    batch = await batch_done(client, answer.json()["id"])
+    assert batch["status"] == "succeeded"
+
+    async def resolved() -> bool:
+        return any(b["event_action"] == "resolve" for b in incident(receiver, batch["id"]))
+
+    await wait_for(resolved, timeout_s=60)
+    bodies = incident(receiver, batch["id"])
+    assert steps(bodies) == [("trigger", "error"), ("resolve", None)]
+    assert region in bodies[0]["payload"]["summary"]
+    assert "3 pair(s) to move" in bodies[0]["payload"]["summary"]
+    # The batch's operations opened none of their own (a resolve of an incident never
+    # opened is a no-op for PagerDuty).
+    for pair in batch["pairs"]:
+        actions = [b["event_action"] for b in incident(receiver, pair["operation_id"])]
+        assert "trigger" not in actions, actions
