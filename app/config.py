@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # (app.events.capacity); past either, 429 with Retry-After.
     streams_per_token: int = Field(default=100, ge=1)
     streams_per_process: int = Field(default=5000, ge=1)
+    # On SIGTERM an API process stops accepting, ends its long polls and event streams
+    # politely, and gives the rest of what is in flight this long before it cuts it off.
+    shutdown_grace_s: float = Field(default=20, ge=0, le=3600)
 
     # Webhooks. Seconds between attempts, as data: about 5 s, 30 s, 2 min, 10 min,
     # 30 min, 1 h, 3 h, 6 h; each delay is spread by +-jitter.

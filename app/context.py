@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import httpx
@@ -36,6 +37,13 @@ class Context:
     secrets: SecretStore
     # The same keys, for the web page's sessions (the token each one acts with).
     cipher: crypto.MultiFernet
+    # Set when the process begins to shut down (SIGTERM): long polls answer at once and
+    # event streams end, so that the requests in flight finish within the grace period.
+    draining: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def begin_drain(self) -> None:
+        self.draining.set()
+        self.hub.drain()
 
     async def enqueue(
         self, operation_id: str, lease_epoch: int, at: datetime | None = None

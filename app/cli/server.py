@@ -3,6 +3,7 @@ and the ones that work on its database directly (tokens, orgs, secrets)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -90,6 +91,29 @@ def migrate() -> None:
     click.echo("database at the latest revision", err=True)
 
 
+def _draining_server() -> type:
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        """uvicorn's server, which also tells the application when a shutdown begins: its
+        long polls answer and its event streams end (clients resume elsewhere), so that
+        what is in flight finishes within the grace period instead of being cut off."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            app = self.config.app
+            context = getattr(getattr(app, "state", None), "context", None)
+            if context is not None and not self.should_exit:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    loop = None
+                if loop is not None:
+                    loop.call_soon_threadsafe(context.begin_drain)
+            super().handle_exit(sig, frame)
+
+    return DrainingServer
+
+
 @click.command()
 @click.option("--host", default=None, help="Default: TANDEM_HOST (127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Default: TANDEM_PORT (8000).")
@@ -137,13 +161,15 @@ def serve(
         if with_worker is None:
             with_worker = redis_server is not None
         app = create_app(settings, run_worker=with_worker)
-        uvicorn.run(
+        config = uvicorn.Config(
             app,
             host=host or settings.host,
             port=port or settings.port,
             log_level=settings.log_level,
             access_log=False,
+            timeout_graceful_shutdown=int(settings.shutdown_grace_s),
         )
+        _draining_server()(config).run()
     except _Signalled as stop:
         signalled = stop.signum
     finally:

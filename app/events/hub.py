@@ -99,6 +99,7 @@ class EventHub:
         self._by_org: dict[str, set[Subscription]] = defaultdict(set)
         self._position = 0
         self._task: asyncio.Task[None] | None = None
+        self.draining = False
 
     @property
     def position(self) -> int:
@@ -124,10 +125,20 @@ class EventHub:
             for sub in subs:
                 sub.close()
 
+    def drain(self) -> None:
+        """The process is shutting down: every stream ends once it has sent what it has
+        queued (its client resumes elsewhere with Last-Event-ID), and a new one at once."""
+        self.draining = True
+        for subs in self._by_org.values():
+            for sub in subs:
+                sub.close()
+
     @contextlib.contextmanager
     def subscribe(self, org_id: str, cluster_id: str | None) -> Iterator[tuple[Subscription, int]]:
         """A subscription, and the global position after which it gets every event it wants."""
         sub = Subscription(org_id, cluster_id, self._queue_size)
+        if self.draining:
+            sub.close()
         self._by_org[org_id].add(sub)
         try:
             yield sub, self._position

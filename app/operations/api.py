@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -243,9 +244,19 @@ async def get_operation(
     principal: Viewer,
     wait: Annotated[int, Query(ge=0, le=60, description="Seconds to wait for done")] = 0,
 ) -> OperationOut:
-    async def hung_up() -> None:
+    async def client_gone() -> None:
         while (await request.receive())["type"] != "http.disconnect":
             pass
+
+    async def hung_up() -> None:
+        """The client has gone, or this process is shutting down: answer now."""
+        gone = asyncio.ensure_future(client_gone())
+        draining = asyncio.ensure_future(context.draining.wait())
+        try:
+            await asyncio.wait({gone, draining}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            draining.cancel()
 
     out = await waiting.wait_until_done(
         context.sessions,
