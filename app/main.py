@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import IntegrityError
 
-from app import openapi as openapi_doc
+from app import apidoc as openapi_doc
 from app.access import api as access
 from app.access import tokens
 from app.access.audit import RefusalAuditMiddleware
