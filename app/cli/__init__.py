@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 import uuid
 from collections.abc import Callable
 from enum import StrEnum
@@ -91,6 +92,8 @@ app = typer.Typer(
 )
 op_app = typer.Typer(help="One operation: show, wait, cancel, retry, approve, reject.")
 app.add_typer(op_app, name="op")
+batch_app = typer.Typer(help="A batch (a region's evacuation): show, wait, cancel.")
+app.add_typer(batch_app, name="batch")
 
 
 @app.callback()
@@ -463,6 +466,164 @@ def deployments(
         show.emit_json(listed["items"])
     else:
         show.out.print(show.deployments_table(found, listed["items"]))
+
+
+# -- evacuating a region ------------------------------------------------------------------
+
+
+def _moves(pair: dict[str, Any], region: str) -> bool:
+    """Whether an evacuation of `region` moves the pair (as the server decides it)."""
+    if pair["state"] == "primary-active":
+        return bool(pair["primary"]["region"] == region)
+    if pair["state"] == "secondary-active":
+        return bool(pair["secondary"]["region"] == region)
+    return False
+
+
+def follow_batch(api: Api, batch: dict[str, Any], output: Output) -> None:
+    """Show the batch's counts as they change until it ends; 0 when it succeeded."""
+    batch_id = batch["id"]
+    console = show.err if output is Output.json else show.out
+    last = None
+    try:
+        while not batch["done"]:
+            line = show.batch_line(batch)
+            if line.plain != last:
+                console.print(line)
+                last = line.plain
+            time.sleep(1)
+            batch = api.get(f"/v1/batches/{batch_id}")
+    except KeyboardInterrupt:
+        show.err.print(
+            f"\ninterrupted: batch {batch_id} goes on on the server.\n"
+            f"  follow it again: tandem batch wait {batch_id}\n"
+            f"  cancel it:       tandem batch cancel {batch_id}",
+            markup=False,
+        )
+        raise typer.Exit(INTERRUPTED) from None
+    if output is Output.json:
+        show.emit_json(batch)
+    else:
+        show.out.print(show.batch_view(batch))
+    raise typer.Exit(OK if batch["status"] == "succeeded" else FAILED)
+
+
+@app.command()
+@handled
+def evacuate(
+    region: Annotated[str, typer.Argument(help="The region to move every pair out of.")],
+    reason: Reason = None,
+    forced: Forced = False,
+    accept_data_loss: AcceptLoss = False,
+    ignore_readiness: IgnoreReadiness = False,
+    max_parallel: Annotated[
+        int, typer.Option("--max-parallel", min=1, max=1000, help="Operations at once.")
+    ] = 20,
+    label: Annotated[
+        list[str] | None,
+        typer.Option("--label", "-l", help="Only pairs with this label (key=value); repeatable."),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Show the counts live until the batch ends.")
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask to type the region.")
+    ] = False,
+    idempotency_key: Key = None,
+    url: Url = "",
+    token: Token = "",
+    output: OutputOpt = Output.text,
+) -> None:
+    """Move every pair active in REGION out of it: one batch of failovers and failbacks."""
+    if forced != accept_data_loss:
+        raise CliError("--forced and --accept-data-loss go together", USAGE)
+    labels: dict[str, str] = {}
+    for item in label or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"--label {item!r}: write key=value", USAGE)
+        labels[key] = value
+    api = Api(url, token)
+    if not yes:
+        pairs = [
+            p
+            for p in api.all_items("/v1/clusters")
+            if _moves(p, region) and all(p.get("labels", {}).get(k) == v for k, v in labels.items())
+        ]
+        show.err.print(
+            Text.assemble(
+                (f"{'FORCED ' if forced else ''}evacuation", "bold red" if forced else "bold"),
+                f" of region {region}: {len(pairs)} pair(s) active there will move",
+                " (possible data loss)" if forced else "",
+            )
+        )
+        try:
+            typed = typer.prompt(
+                f"Type the region ({region}) to confirm", default="", show_default=False, err=True
+            )
+        except typer.Abort:
+            raise CliError("aborted: nothing was started", USAGE) from None
+        if typed.strip() != region:
+            raise CliError(
+                f"aborted: {typed.strip()!r} is not {region!r}; nothing was started", USAGE
+            )
+    body: dict[str, Any] = {
+        "mode": "forced" if forced else "planned",
+        "reason": reason,
+        "max_parallel": max_parallel,
+        "labels": labels,
+    }
+    if forced:
+        body["accept_data_loss"] = True
+    if ignore_readiness:
+        body["ignore_readiness"] = True
+    batch = api.post(f"/v1/regions/{region}/evacuate", body, key=new_key(idempotency_key))
+    if wait:
+        follow_batch(api, batch, output)
+    if output is Output.json:
+        show.emit_json(batch)
+    else:
+        show.out.print(show.batch_line(batch))
+        show.out.print(f"follow it: tandem batch wait {batch['id']}", markup=False)
+
+
+BatchId = Annotated[str, typer.Argument(help="The batch's id (bt_...).", show_default=False)]
+
+
+@batch_app.command("show")
+@handled
+def batch_show(
+    batch_id: BatchId, url: Url = "", token: Token = "", output: OutputOpt = Output.text
+) -> None:
+    """The batch: its counts and its pairs."""
+    batch = Api(url, token).get(f"/v1/batches/{batch_id}")
+    if output is Output.json:
+        show.emit_json(batch)
+    else:
+        show.out.print(show.batch_view(batch))
+
+
+@batch_app.command("wait")
+@handled
+def batch_wait(
+    batch_id: BatchId, url: Url = "", token: Token = "", output: OutputOpt = Output.text
+) -> None:
+    """Follow the batch until it ends; exit 0 when it succeeded."""
+    api = Api(url, token)
+    follow_batch(api, api.get(f"/v1/batches/{batch_id}"), output)
+
+
+@batch_app.command("cancel")
+@handled
+def batch_cancel(
+    batch_id: BatchId, url: Url = "", token: Token = "", output: OutputOpt = Output.text
+) -> None:
+    """Start nothing more; what runs runs to its end."""
+    batch = Api(url, token).post(f"/v1/batches/{batch_id}/cancel")
+    if output is Output.json:
+        show.emit_json(batch)
+    else:
+        show.out.print(show.batch_line(batch))
 
 
 # The incident commands are a typer app, mounted command by command into the `tandem`

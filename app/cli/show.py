@@ -264,3 +264,33 @@ def event_line(event: dict[str, Any]) -> Text:
         f" {event.get('cluster_id') or ''} ",
         details,
     )
+
+
+def batch_line(batch: dict[str, Any]) -> Text:
+    """One line of a batch's progress: its status and its counts."""
+    counts = batch["counts"]
+    parts = [
+        f"{counts[name]} {name}"
+        for name in ("succeeded", "running", "pending", "failed", "cancelled", "skipped")
+        if counts.get(name)
+    ]
+    return Text.assemble(
+        f"batch {batch['id']} ({batch['kind']} {batch['region']}): ",
+        status_text(batch["status"]),
+        f" · {', '.join(parts) or 'no pairs'} (of {batch['total']})",
+    )
+
+
+def batch_view(batch: dict[str, Any]) -> Group:
+    table = Table(box=None, pad_edge=False)
+    for column in ("pair", "does", "status", "operation", "detail"):
+        table.add_column(column)
+    for pair in batch["pairs"]:
+        table.add_row(
+            pair["name"],
+            pair["kind"],
+            status_text(pair["status"]),
+            pair["operation_id"] or "",
+            pair["detail"] or "",
+        )
+    return Group(batch_line(batch), table)

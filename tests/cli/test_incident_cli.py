@@ -11,6 +11,7 @@ import queue
 import signal
 import subprocess
 import threading
+import uuid
 from typing import Any
 
 import httpx
@@ -307,3 +308,60 @@ async def test_op_wait_and_approve_carry_an_operation_through(
     # Approving again is refused: nothing waits for a person now.
     again = await run(tandem, "op", "approve", operation["id"])
     assert again.returncode == 3, again.stderr
+
+
+async def test_evacuate_wait_shows_the_counts_and_exits_0(
+    client: httpx.AsyncClient, tandem: Tandem
+) -> None:
+    from tests.batches.test_evacuation import register
+
+    region = f"cli-{uuid.uuid4().hex[:6]}"
+    pairs = [await register(client, region, "us-west-2") for _ in range(3)]
+    result = await run(tandem, "evacuate", region, "--wait", "--yes", "--max-parallel", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    no_traceback(result)
+    assert "succeeded" in result.stdout and "3 succeeded" in result.stdout, result.stdout
+    for pair in pairs:
+        assert pair["name"] in result.stdout
+        assert (await client.get(f"/v1/clusters/{pair['id']}")).json()["state"] == (
+            "secondary-active"
+        )
+    listed = await run(tandem, "batch", "show", _batch_id(result.stdout), "--output", "json")
+    assert json.loads(listed.stdout)["counts"]["succeeded"] == 3
+
+
+def _batch_id(text: str) -> str:
+    return next(word for word in text.replace("(", " ").split() if word.startswith("bt_"))
+
+
+async def test_evacuate_asks_for_the_region_and_names_the_count(
+    client: httpx.AsyncClient, stack: Stack
+) -> None:
+    from tests.batches.test_evacuation import register
+
+    region = f"cli-{uuid.uuid4().hex[:6]}"
+    for _ in range(2):
+        await register(client, region, "us-west-2")
+
+    def typed(answer: str) -> tuple[int | None, str]:
+        child = pexpect.spawn(
+            TANDEM[0],
+            [*TANDEM[1:], "evacuate", region],
+            env=cli_env(stack),
+            cwd=str(ROOT),
+            encoding="utf-8",
+            timeout=60,
+        )
+        child.expect("2 pair\\(s\\) active there will move")
+        child.expect("Type the region")
+        child.sendline(answer)
+        child.expect(pexpect.EOF)
+        child.close()
+        return child.exitstatus, child.before
+
+    status, _ = await asyncio.to_thread(typed, "us-east-2")
+    assert status == 2
+    assert (await client.get("/v1/batches")).json()["items"][0]["region"] != region
+    status, shown = await asyncio.to_thread(typed, region)
+    assert status == 0, shown
+    assert (await client.get("/v1/batches")).json()["items"][0]["region"] == region
