@@ -14,11 +14,11 @@ import asyncio
 import hmac
 import secrets
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
@@ -29,8 +29,8 @@ from app.domain.states import ClusterState
 from app.ui.client import Api, ApiError, new_idempotency_key
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
-templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
-STATIC = Path(__file__).parent / "static"
+templates = Jinja2Templates(directory=FilePath(__file__).parent / "templates")
+STATIC = FilePath(__file__).parent / "static"
 SIGN_IN_COOKIE = "tandem_sign_in"  # the sign-in form's CSRF token (no session yet)
 EVENTS_SHOWN = 20
 OPERATE = frozenset({"operator", "admin"})
@@ -390,6 +390,131 @@ async def retry_deployments(
     except ApiError as exc:
         return await _pair_page(request, checked, cluster_id, error=exc, status_code=exc.status)
     return _back_to(cluster_id)
+
+
+# A region, and its evacuation
+
+
+def _moves(cluster: Mapping[str, Any], region: str) -> bool:
+    """Whether an evacuation of `region` moves the pair (as the API decides it)."""
+    if cluster["state"] == ClusterState.PRIMARY_ACTIVE:
+        return bool(cluster["primary"]["region"] == region)
+    if cluster["state"] == ClusterState.SECONDARY_ACTIVE:
+        return bool(cluster["secondary"]["region"] == region)
+    return False
+
+
+RegionPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")]
+
+
+async def _region_page(
+    request: Request,
+    signed_in: SignedIn,
+    region: str,
+    *,
+    error: ApiError | None = None,
+    status_code: int = 200,
+) -> Response:
+    try:
+        async with Api(request.app, signed_in.token) as api:
+            me, clusters = await asyncio.gather(api.get("/v1/me"), api.pages("/v1/clusters"))
+    except ApiError as exc:
+        return _api_refused(request, exc)
+    here = [c for c in clusters if region in (c["primary"]["region"], c["secondary"]["region"])]
+    return _page(
+        request,
+        "region.html",
+        status_code=status_code,
+        me=me,
+        can_operate=me["role"] in OPERATE,
+        csrf_token=signed_in.csrf_token,
+        region=region,
+        pairs=here,
+        moving=[c for c in here if _moves(c, region)],
+        error=error,
+        idempotency_key=new_idempotency_key(),
+    )
+
+
+@router.get("/regions/{region}", response_class=HTMLResponse)
+async def region_view(request: Request, region: RegionPath) -> Response:
+    signed_in = await _signed_in(request)
+    if signed_in is None:
+        return _to_sign_in()
+    return await _region_page(request, signed_in, region)
+
+
+@router.post("/regions/{region}/evacuate", response_class=HTMLResponse)
+async def evacuate_region(
+    request: Request,
+    region: RegionPath,
+    csrf_token: CsrfToken = "",
+    confirm_name: Annotated[str, Form(max_length=200)] = "",
+    reason: OptionalText = "",
+    max_parallel: Annotated[int, Form(ge=1, le=1000)] = 20,
+    idempotency_key: Annotated[str, Form(max_length=200, pattern=NO_NUL)] = "",
+) -> Response:
+    checked = await _form_session(request, csrf_token)
+    if isinstance(checked, HTMLResponse):
+        return checked
+    try:
+        if confirm_name != region:
+            raise ApiError(
+                422, {"title": "Not confirmed", "detail": "The region typed does not match."}
+            )
+        async with Api(request.app, checked.token) as api:
+            batch = await api.post(
+                f"/v1/regions/{region}/evacuate",
+                {"reason": reason or None, "max_parallel": max_parallel},
+                idempotency_key=idempotency_key or new_idempotency_key(),
+            )
+    except ApiError as exc:
+        return await _region_page(request, checked, region, error=exc, status_code=exc.status)
+    return RedirectResponse(f"/ui/batches/{batch['id']}", status_code=303)
+
+
+async def _batch(request: Request, batch_id: str, name: str) -> Response:
+    signed_in = await _signed_in(request)
+    if signed_in is None:
+        return _to_sign_in()
+    try:
+        async with Api(request.app, signed_in.token) as api:
+            me, batch = await asyncio.gather(
+                api.get("/v1/me"), api.get(f"/v1/batches/{batch_id}", page_size=100)
+            )
+    except ApiError as exc:
+        return _api_refused(request, exc)
+    return _page(
+        request,
+        name,
+        me=me,
+        can_operate=me["role"] in OPERATE,
+        csrf_token=signed_in.csrf_token,
+        batch=batch,
+    )
+
+
+@router.get("/batches/{batch_id}", response_class=HTMLResponse)
+async def batch_view(request: Request, batch_id: str) -> Response:
+    return await _batch(request, batch_id, "batch.html")
+
+
+@router.get("/batches/{batch_id}/live", response_class=HTMLResponse)
+async def batch_live(request: Request, batch_id: str) -> Response:
+    return await _batch(request, batch_id, "_batch.html")
+
+
+@router.post("/batches/{batch_id}/cancel", response_class=HTMLResponse)
+async def cancel_batch(request: Request, batch_id: str, csrf_token: CsrfToken = "") -> Response:
+    checked = await _form_session(request, csrf_token)
+    if isinstance(checked, HTMLResponse):
+        return checked
+    try:
+        async with Api(request.app, checked.token) as api:
+            await api.post(f"/v1/batches/{batch_id}/cancel")
+    except ApiError as exc:
+        return _api_refused(request, exc)
+    return RedirectResponse(f"/ui/batches/{batch_id}", status_code=303)
 
 
 def _back_to(cluster_id: str) -> RedirectResponse:

@@ -4,6 +4,7 @@ people, screen readers and these tests rely on."""
 from __future__ import annotations
 
 import re
+import uuid
 
 import httpx
 from playwright.async_api import Page, expect
@@ -197,3 +198,30 @@ async def test_the_pairs_list_filters_by_region_and_state(
     await page.get_by_role("button", name="Filter").click()
     await expect(page.get_by_role("link", name=moved["name"], exact=True)).to_be_visible()
     assert await page.get_by_role("link", name=steady["name"], exact=True).count() == 0
+
+
+async def test_evacuate_a_region_from_its_view(
+    page: Page, client: httpx.AsyncClient, live_stack: Stack
+) -> None:
+    from tests.batches.test_evacuation import register
+
+    region = f"ui-{uuid.uuid4().hex[:6]}"
+    moving = [await register(client, region, "us-west-2") for _ in range(2)]
+    await sign_in(page, live_stack.base_url, ADMIN_TOKEN)
+    await page.get_by_role("link", name=region, exact=True).click()
+    await expect(page.get_by_role("heading", name=f"Region {region}")).to_be_visible()
+    await expect(page.get_by_role("status")).to_contain_text("2 of 2 pairs")
+    await page.get_by_role("button", name="Evacuate region").click()
+    dialog = page.get_by_role("dialog")
+    await expect(dialog).to_contain_text("2 pairs")
+    confirm = dialog.get_by_role("button", name="Confirm evacuation")
+    await expect(confirm).to_be_disabled()
+    await dialog.get_by_label("Type the region name to confirm").fill(region)
+    await expect(confirm).to_be_enabled()
+    await confirm.click()
+    status = page.get_by_role("status")
+    await expect(status).to_contain_text("Batch succeeded: 2 succeeded", timeout=60_000)
+    for pair in moving:
+        state = (await client.get(f"/v1/clusters/{pair['id']}")).json()["state"]
+        assert state == "secondary-active"
+    assert await axe_violations(page) == [], "the batch view"

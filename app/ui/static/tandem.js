@@ -137,16 +137,17 @@
 
   // The confirmation dialogs.
   function dialogState(dialog) {
-    const panel = $("#panel-dr");
     const name = $("[data-confirm-name]", dialog).value;
-    const forced = $("[data-forced]", dialog).checked;
-    const accepted = $("[data-accept]", dialog).checked;
-    $("[data-forced-only]", dialog).hidden = !forced;
-    $("[data-accept]", dialog).required = forced;
+    const forced = $("[data-forced]", dialog)?.checked ?? false;
+    const accepted = $("[data-accept]", dialog)?.checked ?? false;
+    const forcedOnly = $("[data-forced-only]", dialog);
+    if (forcedOnly) forcedOnly.hidden = !forced;
+    if ($("[data-accept]", dialog)) $("[data-accept]", dialog).required = forced;
     $("[data-confirm]", dialog).disabled =
-      name !== panel.dataset.pairName || (forced && !accepted);
+      name !== dialog.dataset.expect || (forced && !accepted);
   }
   function loadPreview(dialog) {
+    if (!$("#panel-dr")) return;  // only a pair's dialogs have a dry run
     const kind = dialog.dataset.kind;
     const forced = $("[data-forced]", dialog).checked;
     const url = `/ui/pairs/${$("#panel-dr").dataset.pairId}/preview?kind=${kind}&forced=${forced}`;
