@@ -33,6 +33,21 @@ def head_revision() -> str:
     return head
 
 
+def schema_usable(revision: str | None, expected: str) -> bool:
+    """Whether this code may run on a database at `revision`: its own head, or a newer one.
+
+    Migrations only add (columns with defaults or nullable, tables, indexes) for at least
+    one release, so the processes of the previous release keep working while a rolling
+    upgrade migrates first and replaces them afterwards. An older schema is never usable:
+    `tandem migrate` first. Revisions are numbered 0001, 0002, ...
+    """
+    if revision is None:
+        return False
+    if revision == expected:
+        return True
+    return revision.isdigit() and expected.isdigit() and int(revision) > int(expected)
+
+
 async def current_revision(engine: AsyncEngine) -> str | None:
     async with engine.connect() as conn:
         try:

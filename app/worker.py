@@ -23,7 +23,7 @@ from app.context import build_context, redis_settings
 from app.events.notify import EVENTS, Notifier, publish
 from app.health import worker as health_server
 from app.health.service import Readiness, readiness
-from app.migrations import current_revision, head_revision
+from app.migrations import current_revision, head_revision, schema_usable
 from app.operations import observe, tracing
 from app.operations.executor import Executor
 from app.operations.sweeper import sweep
@@ -53,7 +53,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     tracing.install(settings)
     context = await build_context(settings)
     revision = await current_revision(context.engine)
-    if revision != head_revision():
+    if not schema_usable(revision, head_revision()):
         await context.close()
         raise RuntimeError(
             f"database schema is at {revision}, not {head_revision()}: run `tandem migrate`"

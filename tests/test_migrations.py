@@ -127,3 +127,17 @@ def test_existing_events_are_numbered_per_organization(fresh_url: str) -> None:
     assert events == [("evt_1", 1), ("evt_2", 1), ("evt_3", 2), ("evt_4", 3), ("evt_5", 2)]
     orgs = asyncio.run(run("SELECT id, event_position FROM organizations ORDER BY id"))
     assert orgs == [("org_a", 3), ("org_b", 2), ("org_c", 0)]
+
+
+def test_a_newer_schema_is_usable_an_older_one_is_not() -> None:
+    from app.migrations import head_revision, schema_usable
+
+    head = head_revision()
+    newer = f"{int(head) + 1:04d}"
+    older = f"{int(head) - 1:04d}"
+    assert schema_usable(head, head)
+    # A rolling upgrade migrates first: the previous release's pods stay ready meanwhile.
+    assert schema_usable(newer, head)
+    assert not schema_usable(older, head)
+    assert not schema_usable(None, head)
+    assert not schema_usable("abc123", head)

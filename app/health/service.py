@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.errors import PROBLEM_JSON, TYPE_BASE
-from app.migrations import current_revision, head_revision
+from app.migrations import current_revision, head_revision, schema_usable
 
 
 class Readiness(BaseModel):
@@ -29,7 +29,7 @@ class Readiness(BaseModel):
         return (
             self.database == "ok"
             and self.redis == "ok"
-            and self.schema_revision == self.expected_revision
+            and schema_usable(self.schema_revision, self.expected_revision)
             and self.worker in (None, "ok")
         )
 
