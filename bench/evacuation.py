@@ -19,14 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
-import shutil
 import signal
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -38,15 +34,8 @@ from app.clusters.schemas import ClusterCreate
 from app.db import create_engine, session_factory, unit_of_work
 from bench.metrics import org_of
 from bench.procstat import process_cpu_s
-from bench.services import (
-    clean_redis,
-    create_pg_database,
-    drop_pg_database,
-    migrate,
-    pick_redis_url,
-)
+from bench.services import own_stack
 from bench.stats import table
-from tests.stack import Stack
 
 PAIRS = int(os.environ.get("BENCH_EVACUATION_PAIRS", "1000"))
 CREATE_BATCH = 250
@@ -105,53 +94,20 @@ async def evacuate(base_url: str, token: str, max_parallel: int) -> dict[str, An
 
 
 def one_run(workers: int, step_delay_ms: int, max_parallel: int) -> dict[str, Any]:
-    token = "tdm_" + secrets.token_urlsafe(32)
-    tmp = Path(tempfile.mkdtemp(prefix="tandem-bench-evac-"))
-    log_dir = tmp / "logs"
-    log_dir.mkdir()
-    db_name, _dsn, database_url = create_pg_database()
-    ok = False
-    try:
-        migrate(database_url)
-        redis_url = pick_redis_url()
-        prefix = f"tandem-bench-{secrets.token_hex(4)}"
-        env = {
-            "TANDEM_DATABASE_URL": database_url,
-            "TANDEM_REDIS_URL": redis_url,
-            "TANDEM_REDIS_PREFIX": prefix,
-            "TANDEM_DATA_DIR": str(tmp / "data"),
-            "TANDEM_LOG_LEVEL": "warning",
-            "TANDEM_BOOTSTRAP_TOKEN": token,
-            "TANDEM_RATE_LIMIT_PER_MINUTE": "1000000",
-            # Every operation of the batch at once if max_parallel allows it.
-            "TANDEM_WORKER_MAX_JOBS": "1000",
-            "TANDEM_WORKER_HEALTH_PORT": "0",
-        }
-        stack = Stack(env, log_dir, workers=workers)
-        try:
-            stack.start()
+    # Every operation of the batch at once if max_parallel allows it.
+    with own_stack("evacuation", workers, TANDEM_WORKER_MAX_JOBS="1000") as own:
 
-            async def prepare() -> None:
-                engine = create_engine(database_url)
-                sessions = session_factory(engine)
-                await make_pairs(sessions, await org_of(sessions, token), step_delay_ms)
-                await engine.dispose()
+        async def prepare() -> None:
+            engine = create_engine(own.database_url)
+            sessions = session_factory(engine)
+            await make_pairs(sessions, await org_of(sessions, own.token), step_delay_ms)
+            await engine.dispose()
 
-            asyncio.run(prepare())
-            cpu0 = sum(process_cpu_s(w.pid) for w in stack.workers)
-            result = asyncio.run(evacuate(stack.base_url, token, max_parallel))
-            result["worker_cpu_s"] = sum(process_cpu_s(w.pid) for w in stack.workers) - cpu0
-        finally:
-            stack.stop()
-            clean_redis(redis_url, [f"{prefix}*"])
-        ok = True
+        asyncio.run(prepare())
+        cpu0 = sum(process_cpu_s(w.pid) for w in own.stack.workers)
+        result = asyncio.run(evacuate(own.stack.base_url, own.token, max_parallel))
+        result["worker_cpu_s"] = sum(process_cpu_s(w.pid) for w in own.stack.workers) - cpu0
         return result
-    finally:
-        drop_pg_database(db_name)
-        if ok:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            _progress(f"failed; process logs kept in {log_dir}")
 
 
 def measure() -> dict[str, Any]:

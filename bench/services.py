@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import redis
 
-from tests.stack import ROOT
+from tests.stack import ROOT, Stack
 
 PG_ADMIN_DSN = os.environ.get("TANDEM_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_BASE = os.environ.get("TANDEM_BENCH_REDIS", "redis://127.0.0.1:6379")
@@ -95,3 +100,57 @@ def tandem_env(
         "TANDEM_BOOTSTRAP_TOKEN": token,
         "TANDEM_RATE_LIMIT_PER_MINUTE": "1000000",
     }
+
+
+@dataclass
+class OwnStack:
+    """A stack of its own for one bench: its database, its Redis names, its admin token."""
+
+    stack: Stack
+    token: str
+    database_url: str
+
+
+@contextlib.contextmanager
+def own_stack(name: str, workers: int = 1, **env: str) -> Iterator[OwnStack]:
+    """An API process and `workers` workers on a fresh PostgreSQL database and Redis names
+    of their own; everything is removed afterwards (the process logs are kept, and their
+    folder printed, when the bench failed)."""
+    token = "tdm_" + secrets.token_urlsafe(32)
+    tmp = Path(tempfile.mkdtemp(prefix=f"tandem-bench-{name}-"))
+    log_dir = tmp / "logs"
+    log_dir.mkdir()
+    db_name, _dsn, database_url = create_pg_database()
+    ok = False
+    try:
+        migrate(database_url)
+        redis_url = pick_redis_url()
+        prefix = f"tandem-bench-{secrets.token_hex(4)}"
+        stack = Stack(
+            {
+                "TANDEM_DATABASE_URL": database_url,
+                "TANDEM_REDIS_URL": redis_url,
+                "TANDEM_REDIS_PREFIX": prefix,
+                "TANDEM_DATA_DIR": str(tmp / "data"),
+                "TANDEM_LOG_LEVEL": "warning",
+                # The first API start registers it as the admin token the bench uses.
+                "TANDEM_BOOTSTRAP_TOKEN": token,
+                "TANDEM_RATE_LIMIT_PER_MINUTE": "1000000",
+                **env,
+            },
+            log_dir,
+            workers=workers,
+        )
+        try:
+            stack.start()
+            yield OwnStack(stack, token, database_url)
+        finally:
+            stack.stop()
+            clean_redis(redis_url, [f"{prefix}*"])
+        ok = True
+    finally:
+        drop_pg_database(db_name)
+        if ok:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"bench {name}: failed; process logs kept in {log_dir}", file=sys.stderr)

@@ -19,29 +19,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
-import shutil
 import signal
 import sys
-import tempfile
 import time
 import uuid
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 from playwright.async_api import Browser, Page, async_playwright
 
-from bench.services import (
-    clean_redis,
-    create_pg_database,
-    drop_pg_database,
-    migrate,
-    pick_redis_url,
-)
+from bench.services import own_stack
 from bench.stats import median, summary_ms, table
-from tests.stack import Stack
 from tests.ui.browser import CHROMIUM, FLAGS
 
 FAILOVERS = int(os.environ.get("BENCH_UI_FAILOVERS", "6"))
@@ -271,42 +260,10 @@ def render(fig: dict[str, Any]) -> list[str]:
 
 def main() -> int:
     """`python -m bench.ui_live`: (h) alone, on a stack of its own."""
-    token = "tdm_" + secrets.token_urlsafe(32)
-    tmp = Path(tempfile.mkdtemp(prefix="tandem-bench-ui-"))
-    log_dir = tmp / "logs"
-    log_dir.mkdir()
-    _progress(f"creating a PostgreSQL database, logs in {log_dir}")
-    db_name, _dsn, database_url = create_pg_database()
-    ok = False
-    try:
-        migrate(database_url)
-        redis_url = pick_redis_url()
-        prefix = f"tandem-bench-{secrets.token_hex(4)}"
-        env = {
-            "TANDEM_DATABASE_URL": database_url,
-            "TANDEM_REDIS_URL": redis_url,
-            "TANDEM_REDIS_PREFIX": prefix,
-            "TANDEM_DATA_DIR": str(tmp / "data"),
-            "TANDEM_LOG_LEVEL": "warning",
-            "TANDEM_BOOTSTRAP_TOKEN": token,
-            "TANDEM_RATE_LIMIT_PER_MINUTE": "1000000",
-        }
-        stack = Stack(env, log_dir, workers=1)
-        try:
-            stack.start()
-            raw = asyncio.run(measure(stack.base_url, token))
-        finally:
-            stack.stop()
-            clean_redis(redis_url, [f"{prefix}*"])
-        print("\n".join(render(report(raw))), flush=True)
-        ok = True
-        return 0
-    finally:
-        drop_pg_database(db_name)
-        if ok:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            _progress(f"failed; process logs kept in {log_dir}")
+    with own_stack("ui") as own:
+        raw = asyncio.run(measure(own.stack.base_url, own.token))
+    print("\n".join(render(report(raw))), flush=True)
+    return 0
 
 
 if __name__ == "__main__":
