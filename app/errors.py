@@ -127,6 +127,14 @@ class NotReady(Conflict):
     code, title = "not_ready", "The pair is not ready for a planned operation"
 
 
+class DataLossExceeds(Conflict):
+    code, title = "data_loss_exceeds", "The last measured replication lag is over max_data_loss_s"
+
+
+class DataLossUnknown(Conflict):
+    code, title = "data_loss_unknown", "No replication lag was ever measured on this pair"
+
+
 class PreconditionFailed(Problem):
     status, code, title = 412, "precondition_failed", "Precondition failed"
 

@@ -133,6 +133,11 @@ class Action(ABC):
         duration in ms); None when this action has nothing to probe."""
         return None
 
+    def measurement(self) -> dict[str, Any] | None:
+        """What the last probe or call of this instance measured, for readiness to keep
+        (the postgres action's replication lag); None for most kinds."""
+        return None
+
 
 def call_key(operation_id: str, step: str, phase: str, attempt: int, index: int | None) -> str:
     """The idempotency key of DESIGN.md section 4."""

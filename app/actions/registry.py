@@ -9,7 +9,16 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.actions import approval, check, deployments, http, progress, simulated, templating
+from app.actions import (
+    approval,
+    check,
+    deployments,
+    http,
+    postgres,
+    progress,
+    simulated,
+    templating,
+)
 from app.actions.base import Action, ActionDeps, ActionFailed
 
 KINDS: dict[str, type[Action]] = {
@@ -20,6 +29,7 @@ KINDS: dict[str, type[Action]] = {
         check.CheckAction,
         approval.ApprovalAction,
         deployments.DeploymentsAction,
+        postgres.PostgresAction,
     )
 }
 

@@ -71,6 +71,8 @@ class Pair:
     ready: bool | None
     rto_target_s: float | None
     rpo_target_s: float | None
+    # (cloud_region, seconds) of the last replication lag measured into a region.
+    lag: tuple[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -102,13 +104,37 @@ async def read(session: AsyncSession, org_id: str) -> Snapshot:
             col(Cluster.readiness)["ready"].as_boolean(),
             col(Cluster.rto_target_s),
             col(Cluster.rpo_target_s),
+            col(Cluster.readiness)["replication_lag"]["cloud_region"].as_string(),
+            col(Cluster.readiness)["replication_lag"]["seconds"].as_float(),
         )
         .where(col(Cluster.org_id) == org_id)
         .order_by(col(Cluster.name))
     )
     pairs = [
-        Pair(name, state, active, ((p_cloud, p_region), (s_cloud, s_region)), ok, rto, rpo)
-        for name, state, active, p_cloud, p_region, s_cloud, s_region, ok, rto, rpo in rows
+        Pair(
+            name,
+            state,
+            active,
+            ((p_cloud, p_region), (s_cloud, s_region)),
+            ok,
+            rto,
+            rpo,
+            (lag_region, lag_s) if lag_region is not None and lag_s is not None else None,
+        )
+        for (
+            name,
+            state,
+            active,
+            p_cloud,
+            p_region,
+            s_cloud,
+            s_region,
+            ok,
+            rto,
+            rpo,
+            lag_region,
+            lag_s,
+        ) in rows
     ]
 
     unfinished = [status.value for status in UNFINISHED]
@@ -196,7 +222,11 @@ def exposition(snapshot: Snapshot) -> str:
             rpo.append(
                 f'tandem_pair_rpo_target_seconds{{pair="{name}"}} {_number(pair.rpo_target_s)}'
             )
-    # Nothing measures replication lag yet: the family is there, without samples.
+        if pair.lag is not None:
+            lines["tandem_replication_lag_seconds"].append(
+                f'tandem_replication_lag_seconds{{pair="{name}",'
+                f'cloud_region="{_escape(pair.lag[0])}"}} {_number(pair.lag[1])}'
+            )
     for gauge, figure in (
         ("tandem_operations_in_progress", snapshot.in_progress),
         ("tandem_operations_needing_attention", snapshot.needing_attention),

@@ -2,7 +2,8 @@
 
 No operation, no event, no action called, no Idempotency-Key: the plan the pair would run,
 the steps a forced operation skips, each step's expected duration (the median of its
-last 20 successful runs on this pair), the total, and the readiness."""
+last 20 successful runs on this pair), the total, the readiness and the replication lag
+readiness last measured."""
 
 from __future__ import annotations
 
@@ -68,4 +69,8 @@ async def plan_preview(
         )
     known: list[float | None] = [s["expected_duration_s"] for s in steps if not s["skipped"]]
     total = round(sum(d for d in known if d is not None), 3) if None not in known else None
-    return {"steps": steps, "expected_duration_s": total}
+    # The last lag readiness measured for this operation (a dry run calls nothing).
+    lag = (cluster.readiness or {}).get("replication_lag")
+    if not isinstance(lag, dict) or lag.get("operation") != kind.value:
+        lag = None
+    return {"steps": steps, "expected_duration_s": total, "replication_lag": lag}

@@ -13,10 +13,10 @@ from pydantic import (
 )
 from typing_extensions import TypeAliasType
 
-from app.common import NO_NUL, Strict
+from app.common import JSON_NUMBER, NO_NUL, Strict
 from app.domain.plans import Mode, OperationKind, OperationStatus, StepStatus
 from app.domain.states import ClusterState
-from app.readiness.schemas import ReadinessOut
+from app.readiness.schemas import ReadinessOut, ReplicationLag
 
 # Free-form JSON objects, named so that a generated client has one class for each, not an
 # anonymous one per field; the values stay plain dicts.
@@ -53,7 +53,6 @@ DataLoss = TypeAliasType(
         ),
     ],
 )
-ReplicationLag = TypeAliasType("ReplicationLag", dict[str, Any])
 
 
 class OperationRequest(Strict):
@@ -76,11 +75,16 @@ class OperationRequest(Strict):
     ignore_readiness: StrictBool = False
     # 200 with the plan as it would run; nothing else happens (no Idempotency-Key needed).
     dry_run: StrictBool = False
+    # A forced operation only: refused (409 data_loss_exceeds) when the pair's last measured
+    # replication lag is larger, or (409 data_loss_unknown) when none was ever measured.
+    max_data_loss_s: Annotated[float, Field(ge=0), JSON_NUMBER] | None = None
 
     @model_validator(mode="after")
     def _forced_needs_consent(self) -> OperationRequest:
         if self.mode is Mode.FORCED and not self.accept_data_loss:
             raise ValueError('a forced operation requires "accept_data_loss": true')
+        if self.max_data_loss_s is not None and self.mode is not Mode.FORCED:
+            raise ValueError("max_data_loss_s applies to a forced operation only")
         return self
 
 

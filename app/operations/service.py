@@ -37,6 +37,8 @@ from app.domain.plans import (
 from app.domain.states import ClusterState, TransitionRefused, allowed_actions, next_state
 from app.errors import (
     Conflict,
+    DataLossExceeds,
+    DataLossUnknown,
     InvalidTransition,
     NotFound,
     OperationInProgress,
@@ -82,6 +84,8 @@ async def start(
         next_state(state, rules.accepted)
     except TransitionRefused:
         raise refused(state.value, kind.value) from None
+    if request.max_data_loss_s is not None:
+        consent_to_loss(cluster.readiness, kind, request.max_data_loss_s)
 
     plan = plan_for(cluster.driver, cluster.plan, kind, cluster.deployments)
     operation = await _insert(
@@ -127,6 +131,29 @@ async def start(
     op_id, epoch = operation.id, operation.lease_epoch
     after_commit(session, lambda: enqueue(op_id, epoch))
     return operation
+
+
+def consent_to_loss(readiness: dict[str, Any] | None, kind: OperationKind, most_s: float) -> None:
+    """A forced operation with max_data_loss_s: the caller consented to at most that many
+    seconds, so the pair's last measured lag must be known and no larger."""
+    last = (readiness or {}).get("replication_lag")
+    if not isinstance(last, dict) or last.get("operation") != kind.value:
+        last = None
+    seconds = None if last is None else last.get("seconds")
+    if seconds is None:
+        raise DataLossUnknown(
+            f"no replication lag was ever measured for a {kind.value} of this pair: "
+            "max_data_loss_s cannot be checked (send it without, to accept any loss)",
+            max_data_loss_s=most_s,
+        )
+    if seconds > most_s:
+        assert last is not None
+        raise DataLossExceeds(
+            f"the last measured replication lag, {seconds:g} s at {last['measured_at']}, "
+            f"is over max_data_loss_s ({most_s:g} s)",
+            max_data_loss_s=most_s,
+            replication_lag={k: last.get(k) for k in ("bytes", "seconds", "measured_at")},
+        )
 
 
 async def _insert(

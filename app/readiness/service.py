@@ -69,7 +69,11 @@ def _call(cluster: Cluster, kind: OperationKind, step: str) -> StepCall:
 
 
 async def _probe(
-    deps: ActionDeps, settings: dict[str, Any], call: StepCall, name: str
+    deps: ActionDeps,
+    settings: dict[str, Any],
+    call: StepCall,
+    name: str,
+    rpo_target_s: float | None = None,
 ) -> dict[str, Any] | None:
     action = registry.build(settings, deps)
     started = time.perf_counter()
@@ -83,7 +87,36 @@ async def _probe(
     if result is None:
         return None
     ok, detail, duration_ms = result
-    return {"step": call.step, "name": name, "ok": ok, "detail": detail, "duration_ms": duration_ms}
+    check = {
+        "step": call.step,
+        "name": name,
+        "ok": ok,
+        "detail": detail,
+        "duration_ms": duration_ms,
+    }
+    measured = action.measurement()
+    if measured is not None:
+        check["replication_lag"] = measured
+        seconds = measured.get("seconds")
+        if ok and rpo_target_s is not None and seconds is not None and seconds > rpo_target_s:
+            check["ok"] = False
+            check["detail"] = f"{detail}: over the pair's rpo_target_s ({rpo_target_s:g} s)"
+    return check
+
+
+def _replication_lag(
+    checks: list[dict[str, Any]], cluster: Cluster, kind: OperationKind
+) -> dict[str, Any] | None:
+    """The lag measured now (the largest, if several steps measure it), else the last one
+    measured for this operation: a source that went away leaves its last known window."""
+    found = [c.pop("replication_lag") for c in checks if "replication_lag" in c]
+    known = [m for m in found if m.get("bytes") is not None]
+    if known:
+        target = cluster.secondary if kind is OperationKind.FAILOVER else cluster.primary
+        worst = max(known, key=lambda m: (m.get("seconds") or 0, m["bytes"]))
+        return {**worst, "operation": kind.value, "cloud_region": target.get("region")}
+    last = (cluster.readiness or {}).get("replication_lag")
+    return last if isinstance(last, dict) and last.get("operation") == kind.value else None
 
 
 async def _missing_secrets(deps: ActionDeps, cluster: Cluster) -> list[dict[str, Any]]:
@@ -119,7 +152,7 @@ async def evaluate(
 
         async def bounded(settings: dict[str, Any], call: StepCall, name: str) -> Any:
             async with limit:
-                return await _probe(deps, settings, call, name)
+                return await _probe(deps, settings, call, name, cluster.rpo_target_s)
 
         probes = []
         for step, before in zip(plan, reversible(plan), strict=True):
@@ -136,6 +169,7 @@ async def evaluate(
         "checked_at": utcnow().isoformat(),
         "operation": kind.value if kind is not None else None,
         "checks": checks,
+        "replication_lag": _replication_lag(checks, cluster, kind) if kind is not None else None,
     }
 
 
