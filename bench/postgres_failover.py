@@ -17,6 +17,7 @@ on the promoted target (rows lost: must be 0).
 from __future__ import annotations
 
 import asyncio
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -192,6 +193,7 @@ async def main() -> None:
         finally:
             pair.stop()
             await engine.dispose()
+            shutil.rmtree(root, ignore_errors=True)
     t, h = statistics.median(tandem), statistics.median(hand)
     print("database part of a planned failover (fence -> drain -> promote -> a write)")
     print(f"  tandem (postgres action): median {t * 1000:.0f} ms  {[round(x, 3) for x in tandem]}")
