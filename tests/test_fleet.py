@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+import redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
@@ -29,9 +30,13 @@ from app.domain.plans import STEP_NAMES
 from tests.conftest import (
     ADMIN_TOKEN,
     BACKEND,
+    RUN_ID,
+    SHARED_REDIS,
+    claim_redis_database,
     create_pg_database,
     drop_pg_database,
     migrate,
+    release_redis_database,
 )
 from tests.helpers import open_gate, pair_body, wait_done, wait_for
 from tests.operations.test_recovery import applied_per_step, lease_owner
@@ -65,14 +70,20 @@ def _ready(url: str, process: Process) -> None:
 
 
 @pytest.fixture(scope="module")
-def fleet(redis_url: str, stack_env: dict[str, str], tmp_root: Path) -> Iterator[Fleet]:
+def fleet(stack_env: dict[str, str], tmp_root: Path) -> Iterator[Fleet]:
     name, database_url = create_pg_database()
     migrate(database_url)
     log_dir = tmp_root / f"fleet-{secrets.token_hex(2)}"
     log_dir.mkdir()
+    # A Redis database of its own too: nothing of the fleet's is left where others look.
+    claims = redis.Redis.from_url(f"{SHARED_REDIS}/0")
+    run = f"{RUN_ID}:fleet"
+    number = claim_redis_database(claims, run)
+    redis_url = f"{SHARED_REDIS}/{number}"
     env = {
         **stack_env,
         "TANDEM_DATABASE_URL": database_url,
+        "TANDEM_REDIS_URL": redis_url,
         "TANDEM_REDIS_PREFIX": f"tandem-fleet-{secrets.token_hex(4)}",
     }
     stack = Stack(env, log_dir, workers=3)
@@ -100,6 +111,11 @@ def fleet(redis_url: str, stack_env: dict[str, str], tmp_root: Path) -> Iterator
             api.kill(signal.SIGTERM)
         stack.stop()
         drop_pg_database(name)
+        mine = redis.Redis.from_url(redis_url)
+        mine.flushdb()
+        mine.close()
+        release_redis_database(claims, number, run)
+        claims.close()
 
 
 @pytest_asyncio.fixture
