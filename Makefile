@@ -31,19 +31,13 @@ lint: install
 	$(BIN)/mypy app
 
 # The suite runs once per database backend this machine has: PostgreSQL (when it is
-# reachable, or when TANDEM_TEST_REQUIRE_SERVICES=1) and always SQLite. The passes run side
-# by side (each has its own database, Redis database, names and ports; most of a pass is
-# waiting on processes it started), each into its own log, printed when both are done.
+# reachable, or when TANDEM_TEST_REQUIRE_SERVICES=1) and always SQLite; the slowest tests
+# of each pass are listed at its end.
 test: install lint
-	@mkdir -p .tandem; status=0; dbs=$$($(BIN)/python -m tests.backends); \
-	for db in $$dbs; do \
-	  ( TANDEM_TEST_DB=$$db $(BIN)/pytest -q -p no:cacheprovider --durations=15 \
-	      > .tandem/test-$$db.log 2>&1; echo $$? > .tandem/test-$$db.rc ) & \
-	done; wait; \
-	for db in $$dbs; do \
-	  echo "=== test suite on $$db ==="; cat .tandem/test-$$db.log; \
-	  [ "$$(cat .tandem/test-$$db.rc)" = 0 ] || status=1; \
-	done; exit $$status
+	@for db in $$($(BIN)/python -m tests.backends); do \
+	  echo "=== test suite on $$db ==="; \
+	  TANDEM_TEST_DB=$$db $(BIN)/pytest -q -p no:cacheprovider --durations=15 || exit 1; \
+	done
 
 openapi: install
 	$(BIN)/python -m app.openapi > openapi/openapi.json

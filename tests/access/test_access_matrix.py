@@ -281,6 +281,38 @@ async def _audit(w: World) -> Call:
     return Call("GET", "/v1/audit")
 
 
+async def _region(w: World) -> str:
+    """A region of its own with one pair active in it (an evacuation moves it)."""
+    region = f"matrix-{uuid.uuid4().hex[:8]}"
+    body = pair_body()
+    body["primary"]["region"] = region
+    created = await w.admin.post("/v1/clusters", json=body)
+    assert created.status_code == 201, created.text
+    return region
+
+
+async def _evacuate(w: World) -> Call:
+    return Call("POST", f"/v1/regions/{await _region(w)}/evacuate", json={}, headers=key())
+
+
+async def _batch(w: World) -> str:
+    started = await w.admin.post(f"/v1/regions/{await _region(w)}/evacuate", json={}, headers=key())
+    assert started.status_code == 202, started.text
+    return str(started.json()["id"])
+
+
+async def _list_batches(w: World) -> Call:
+    return Call("GET", "/v1/batches")
+
+
+async def _get_batch(w: World) -> Call:
+    return Call("GET", f"/v1/batches/{await _batch(w)}")
+
+
+async def _cancel_batch(w: World) -> Call:
+    return Call("POST", f"/v1/batches/{await _batch(w)}/cancel")
+
+
 # (method, path) -> (the role it needs, how to build a call that succeeds, success codes)
 MATRIX: dict[tuple[str, str], tuple[str, Build, set[int]]] = {
     ("POST", "/v1/clusters"): ("admin", _create_cluster, {201}),
@@ -335,6 +367,10 @@ MATRIX: dict[tuple[str, str], tuple[str, Build, set[int]]] = {
     ("DELETE", "/v1/tokens/{token_id}"): ("admin", _revoke_token, {204}),
     ("GET", "/v1/audit"): ("admin", _audit, {200}),
     ("GET", "/metrics"): ("viewer", _metrics, {200}),
+    ("POST", "/v1/regions/{region}/evacuate"): ("operator", _evacuate, {202}),
+    ("GET", "/v1/batches"): ("viewer", _list_batches, {200}),
+    ("GET", "/v1/batches/{batch_id}"): ("viewer", _get_batch, {200}),
+    ("POST", "/v1/batches/{batch_id}/cancel"): ("operator", _cancel_batch, {202}),
 }
 # No token needed: probes.
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz")}
