@@ -186,8 +186,30 @@ async def _running(session: AsyncSession, batch_id: str) -> int:
     )
 
 
+# Batches with a pass running in this process -> whether another was asked for meanwhile.
+_passing: dict[str, bool] = {}
+
+
 async def advance(context: Context, batch_id: str) -> None:
-    """One pass: settle, start what may start, settle again (and end the batch)."""
+    """A pass of the batch. Asked for again while one runs in this process (operations
+    of a batch end together), it only makes that one go round once more: one pass at a
+    time per process, not one per ended operation queueing on the batch's row lock."""
+    if batch_id in _passing:
+        _passing[batch_id] = True
+        return
+    _passing[batch_id] = False
+    try:
+        while True:
+            await _one_pass(context, batch_id)
+            if not _passing[batch_id]:
+                return
+            _passing[batch_id] = False
+    finally:
+        del _passing[batch_id]
+
+
+async def _one_pass(context: Context, batch_id: str) -> None:
+    """Settle, start what may start, settle again (and end the batch)."""
     pending = await _settle(context, batch_id)
     for position in pending:
         if not await _start_one(context, batch_id, position):
