@@ -6,9 +6,9 @@ when it succeeds or is cancelled. dedup_key is the
 operation id, so one incident follows one operation from start to end.
 
 A batch (a region's evacuation) is one incident of its own (dedup_key: the batch id), opened
-at error when it starts and resolved when it ends, or raised to critical when it ended
-with operations failed. Its operations open no incident each when they start (one page for
-the region, not one per pair); a failure of one still pages.
+at warning when it starts and resolved when it ends. Its operations open no incident each
+when they start (one page for the region, not one per pair); a failure of one still pages
+(operation.failed, critical).
 """
 
 from __future__ import annotations
@@ -62,23 +62,12 @@ def _readiness(event: Event, routing_key: str) -> dict[str, Any]:
 def _batch(event: Event, routing_key: str) -> dict[str, Any]:
     data = event.data
     dedup = str(data.get("batch_id"))
-    status = data.get("status")
-    if event.type == "batch.finished" and status != "failed":
+    if event.type == "batch.finished":
         return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup}
-    if event.type == "batch.created":
-        summary = (
-            f"Tandem: evacuating region {data.get('region')}: {data.get('to_start')} pair(s) "
-            f"to move, {data.get('skipped')} skipped (batch {dedup})"
-        )
-        severity = "error"
-    else:
-        counts = data.get("counts") or {}
-        summary = (
-            f"Tandem: the evacuation of region {data.get('region')} ended with "
-            f"{counts.get('failed', 0)} failed and {counts.get('cancelled', 0)} cancelled "
-            f"operation(s) (batch {dedup})"
-        )
-        severity = "critical"
+    summary = (
+        f"Tandem: evacuating region {data.get('region')}: {data.get('to_start')} pair(s) "
+        f"to move, {data.get('skipped')} skipped (batch {dedup})"
+    )
     return {
         "routing_key": routing_key,
         "event_action": "trigger",
@@ -86,7 +75,7 @@ def _batch(event: Event, routing_key: str) -> dict[str, Any]:
         "payload": {
             "summary": summary[:1024],
             "source": f"tandem/region/{data.get('region')}",
-            "severity": severity,
+            "severity": "warning",
             "component": f"region/{data.get('region')}",
             "group": "disaster-recovery",
             "class": event.type,

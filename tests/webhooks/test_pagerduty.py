@@ -220,7 +220,7 @@ async def test_an_evacuation_is_one_incident_not_one_per_pair(
 
     await wait_for(resolved, timeout_s=60)
     bodies = incident(receiver, batch["id"])
-    assert steps(bodies) == [("trigger", "error"), ("resolve", None)]
+    assert steps(bodies) == [("trigger", "warning"), ("resolve", None)]
     assert region in bodies[0]["payload"]["summary"]
     assert "3 pair(s) to move" in bodies[0]["payload"]["summary"]
     # The batch's operations opened none of their own (a resolve of an incident never
