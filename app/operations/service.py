@@ -113,13 +113,13 @@ async def start(
     # A drill or deployment retry under way gives way: cancelled now, the switch starts
     # once it has ended (the executor waits for it).
     await _cancel_side(session, enqueue, cluster.id)
-    created: dict[str, Any] = {
+    created = {
         "operation_id": operation.id,
         "kind": kind.value,
         "mode": request.mode.value,
+        # DESIGN section 5: always there, null when no batch started it.
+        "batch_id": batch_id,
     }
-    if batch_id is not None:
-        created["batch_id"] = batch_id
     await emit_event(session, cluster.id, "operation.created", created)
     await apply_transition(session, cluster.id, rules.accepted, operation.id)
     await session.execute(

@@ -274,3 +274,19 @@ async def test_bad_requests_are_problems(client: httpx.AsyncClient) -> None:
     assert nowhere.status_code == 404
     assert "no pair has a site" in nowhere.json()["detail"]
     assert (await client.post("/v1/batches/bt_nope/cancel")).status_code == 404
+
+
+async def test_operation_created_names_its_batch_or_none(client: httpx.AsyncClient) -> None:
+    region = f"ev-{uuid.uuid4().hex[:6]}"
+    moved = await register(client, region, "us-west-2")
+    batch = await batch_done(client, (await evacuate(client, region)).json()["id"])
+    alone = await register(client, "eu-west-1", "us-west-2")
+    await wait_done(client, (await start_ok(client, alone["id"]))["id"])
+
+    async def created(cluster_id: str) -> dict[str, Any]:
+        page = (await client.get(f"/v1/clusters/{cluster_id}/events")).json()
+        [event] = [e for e in page["items"] if e["type"] == "operation.created"]
+        return event["data"]  # type: ignore[no-any-return]
+
+    assert (await created(moved["id"]))["batch_id"] == batch["id"]
+    assert (await created(alone["id"]))["batch_id"] is None
