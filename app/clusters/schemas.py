@@ -12,6 +12,7 @@ from pydantic import (
     field_serializer,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 from typing_extensions import TypeAliasType
 
 from app.actions import registry as actions
@@ -273,8 +274,9 @@ class ClusterPatch(Strict):
     deployments: list[Deployment] | None = Field(default=None, max_length=500)
     rto_target_s: Objective | None = None
     rpo_target_s: Objective | None = None
-    # Replaces every label.
-    labels: Labels | None = None
+    # Replaces every label (`{}` removes them all). A JSON null changes nothing, as leaving the
+    # field out does; the document shows only the object (an anonymous union otherwise).
+    labels: Labels | SkipJsonSchema[None] = None
 
     @model_validator(mode="after")
     def _one_of(self) -> ClusterPatch:
