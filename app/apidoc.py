@@ -116,6 +116,7 @@ RESPONSE_HEADERS: dict[tuple[str, str], list[str]] = {
     ("failover", "202"): ["Location", "Idempotent-Replayed"],
     ("failback", "202"): ["Location", "Idempotent-Replayed"],
     ("retryDeployments", "202"): ["Location", "Idempotent-Replayed"],
+    ("startDrill", "202"): ["Location", "Idempotent-Replayed"],
     ("cancelOperation", "202"): ["Location"],
     ("retryOperation", "202"): ["Location"],
     ("approveOperation", "202"): ["Location"],

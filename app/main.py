@@ -26,6 +26,7 @@ from app.config import Settings, get_settings
 from app.context import Context, build_context
 from app.db import unit_of_work
 from app.deployments import api as deployments
+from app.drills import api as drills
 from app.errors import install_handlers
 from app.events import api as events
 from app.health import api as health
@@ -110,6 +111,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.include_router(deployments.router)
     app.include_router(secrets.router)
     app.include_router(operations.router)
+    app.include_router(drills.router)
     app.include_router(events.router)
     app.include_router(webhooks.router)
     app.include_router(batches.router)

@@ -224,6 +224,7 @@ def test_idempotency_key_is_required_where_the_server_requires_it() -> None:
         "/v1/clusters/{cluster_id}/failover",
         "/v1/clusters/{cluster_id}/failback",
         "/v1/clusters/{cluster_id}/deployments/retry",
+        "/v1/clusters/{cluster_id}/drills",
     ):
         parameters = document["paths"][path]["post"]["parameters"]
         [key] = [p for p in parameters if p["name"] == "Idempotency-Key"]

@@ -82,6 +82,9 @@ class StepCall:
     source: dict[str, Any]
     target: dict[str, Any]
     deployments: list[dict[str, Any]]
+    # The switch the call works toward, `failover` or `failback`, when `kind` is not one
+    # (a drill rehearses the one its pair allows next); None: `kind` says it.
+    direction: str | None = None
     # The pair's runbook secrets: the current one, and the previous one while it overlaps.
     signing_secrets: tuple[str, ...] = ()
     # When the operation was created: the window in which deployments' failures count.
@@ -118,6 +121,17 @@ class Action(ABC):
         """Whether these settings change nothing (most kinds: the class says)."""
         return cls.changes_nothing
 
+    @classmethod
+    def probes_with(cls, settings: dict[str, Any]) -> bool:
+        """Whether `probe` has something to check with these settings (most kinds: no)."""
+        return False
+
+    @classmethod
+    def rehearses_with(cls, settings: dict[str, Any]) -> bool:
+        """Whether a drill can rehearse a step of this action without a `drill` action of
+        its own (app.domain.drills): by default, when it has a readiness probe."""
+        return cls.probes_with(settings)
+
     def __init__(self, settings: dict[str, Any], deps: ActionDeps) -> None:
         self.settings = settings
         self.deps = deps
@@ -132,6 +146,11 @@ class Action(ABC):
         """Readiness: one bounded round of a check that changes nothing, as (ok, detail,
         duration in ms); None when this action has nothing to probe."""
         return None
+
+    async def rehearse(self, call: StepCall) -> tuple[bool, str, int] | None:
+        """A drill's rehearsal of a step with no `drill` action: its readiness probe (it
+        changes nothing), unless the kind says otherwise."""
+        return await self.probe(call)
 
     def measurement(self) -> dict[str, Any] | None:
         """What the last probe or call of this instance measured, for readiness to keep

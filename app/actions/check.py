@@ -70,6 +70,10 @@ class CheckAction(Action):
     Settings = CheckSettings
     changes_nothing: ClassVar[bool] = True
 
+    @classmethod
+    def probes_with(cls, settings: dict[str, Any]) -> bool:
+        return True
+
     async def _rendered(self, call: StepCall) -> dict[str, Any]:
         async def secret(name: str) -> str:
             return await self.deps.secrets(call.cluster_id, name)

@@ -96,6 +96,10 @@ class HttpAction(Action):
     kind: ClassVar[str] = "http"
     Settings = HttpSettings
 
+    @classmethod
+    def probes_with(cls, settings: dict[str, Any]) -> bool:
+        return settings.get("check_url") is not None
+
     def __init__(self, settings: dict[str, Any], deps: Any) -> None:
         super().__init__(settings, deps)
         # The values of the secrets this call used: kept out of every error and output.

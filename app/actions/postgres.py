@@ -121,6 +121,10 @@ class PostgresAction(Action):
     def changes_nothing_with(cls, settings: dict[str, Any]) -> bool:
         return settings.get("op") in ("check", "drain")
 
+    @classmethod
+    def probes_with(cls, settings: dict[str, Any]) -> bool:
+        return settings.get("op") == "check"
+
     def __init__(self, settings: dict[str, Any], deps: Any) -> None:
         super().__init__(settings, deps)
         self._measured: dict[str, Any] | None = None
@@ -143,7 +147,7 @@ class PostgresAction(Action):
         secondary = await templating.render(settings.secondary_dsn, call.placeholders(), secret)
         source = Side("primary_dsn", "source", str(primary))
         target = Side("secondary_dsn", "target", str(secondary))
-        if call.kind == "failback":
+        if (call.direction or call.kind) == "failback":
             source = Side("secondary_dsn", "source", str(secondary))
             target = Side("primary_dsn", "target", str(primary))
         return settings, source, target

@@ -59,6 +59,12 @@ def changes_nothing(settings: dict[str, Any]) -> bool:
     return action is not None and action.changes_nothing_with(settings)
 
 
+def rehearses(settings: dict[str, Any]) -> bool:
+    """Whether a drill can rehearse this action without a `drill` action (its probe)."""
+    action = KINDS.get(str(settings.get("kind")))
+    return action is not None and action.rehearses_with(settings)
+
+
 def build(settings: dict[str, Any], deps: ActionDeps) -> Action:
     kind = settings.get("kind", "simulated")
     try:

@@ -114,6 +114,19 @@ class SimulatedAction(Action):
         await self._maybe_transient(call)
         return await self._effect(call, "apply", _outputs(call), call.step)
 
+    @classmethod
+    def rehearses_with(cls, settings: dict[str, Any]) -> bool:
+        return True
+
+    async def rehearse(self, call: StepCall) -> tuple[bool, str, int] | None:
+        """A drill's rehearsal: the step's delay and its injected failure (`fail`), with
+        no effect applied."""
+        await asyncio.sleep(self._delay_s)
+        ms = int(self._delay_s * 1000)
+        if self._count("fail", call.step) > 0:
+            return False, f"simulated failure of {call.step}", ms
+        return True, "simulated", ms
+
     async def undo(self, call: StepCall) -> Output | NotYet:
         if await self._gated(call, f"{call.step}:undo"):
             return NotYet(utcnow() + timedelta(seconds=GATE_POLL_S), "gate closed")

@@ -9,7 +9,7 @@ action.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -22,6 +22,8 @@ class OperationKind(StrEnum):
     FAILBACK = "failback"
     # Changes no state: the retry of the deployments whose last validation failed.
     RETRY_DEPLOYMENTS = "retry_deployments"
+    # Changes no state: a rehearsal of the failover (or failback) the pair allows next.
+    DRILL = "drill"
 
 
 class Lane(StrEnum):
@@ -95,6 +97,13 @@ class StepPlan:
     retries: int = DEFAULT_RETRIES
     # A step with several actions runs them all at once (`parallel` in a plan).
     parallel: tuple[dict[str, Any], ...] = field(default=())
+    # What the step runs in a drill instead of its action (DESIGN.md section 14).
+    drill: dict[str, Any] | None = None
+    # In a drill's own plan (app.domain.drills): how the drill rehearses the step
+    # (`drill`, `probe`, `skipped`); None in every other operation.
+    rehearsal: str | None = None
+    # One of the plan's `cleanup` steps, run at the end of a drill whatever its outcome.
+    cleanup: bool = False
 
     def actions(self) -> list[dict[str, Any]]:
         return list(self.parallel) if self.parallel else [self.action]
@@ -200,7 +209,13 @@ def _step(spec: dict[str, Any]) -> StepPlan:
         timeout_s=float(timeout),
         retries=int(spec["retries"]) if spec.get("retries") is not None else DEFAULT_RETRIES,
         parallel=tuple(spec.get("parallel") or ()),
+        drill=spec.get("drill"),
     )
+
+
+def cleanup_steps(plan: dict[str, Any] | None) -> list[StepPlan]:
+    """The plan's `cleanup` steps (run at the end of a drill), as steps marked cleanup."""
+    return [replace(_step(spec), cleanup=True) for spec in (plan or {}).get("cleanup") or []]
 
 
 def plan_for(

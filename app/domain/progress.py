@@ -25,6 +25,8 @@ class StepView:
     status: StepStatus
     reversible: bool
     deadline_at: datetime | None = None
+    # A drill's cleanup step: it runs at the end, also after a failure or a cancel.
+    cleanup: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,20 @@ class EndRollback:
     """Nothing left to undo: the pair is back at its origin."""
 
 
-Move = Idle | Wait | Start | Call | TimeOut | Undo | Succeed | EndRollback
+@dataclass(frozen=True)
+class SkipRest:
+    """A drill stops rehearsing (a step failed, or it is being cancelled): the steps it
+    has not finished are skipped, and its cleanup runs."""
+
+    indexes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class EndDrill:
+    """A drill's cleanup has run: it ends (succeeded, failed or cancelled)."""
+
+
+Move = Idle | Wait | Start | Call | TimeOut | Undo | Succeed | EndRollback | SkipRest | EndDrill
 
 
 def next_move(operation: OperationView, now: datetime) -> Move:
@@ -122,3 +137,29 @@ def after_failure(step: StepView) -> OperationStatus:
 def wake_time(asked: datetime, deadline_at: datetime | None) -> datetime:
     """When to run again: as asked, but never after the step's deadline."""
     return asked if deadline_at is None else min(asked, deadline_at)
+
+
+def next_drill_move(operation: OperationView, now: datetime) -> Move:
+    """A drill: its steps in order, never an undo; once a step has failed or a cancel came,
+    the steps not yet done are skipped; the cleanup steps run in any case, each whatever
+    the one before did; then it ends."""
+    status, steps = operation.status, operation.steps
+    if status in FINISHED:
+        return Idle()
+    waiting = operation.wake_at is not None and operation.wake_at > now
+    rehearsal = [i for i, step in enumerate(steps) if not step.cleanup]
+    if status is OperationStatus.CANCELLING or any(
+        steps[i].status is StepStatus.FAILED for i in rehearsal
+    ):
+        unfinished = ACTIVE | {StepStatus.PENDING}
+        left = tuple(i for i in rehearsal if steps[i].status in unfinished)
+        if left:
+            return SkipRest(left)
+    for index, step in enumerate(steps):
+        if step.status is StepStatus.PENDING:
+            return Start(index)
+        if step.status in ACTIVE:
+            if step.deadline_at is not None and now >= step.deadline_at:
+                return TimeOut(index)
+            return Wait(operation.wake_at) if waiting else Call(index)  # type: ignore[arg-type]
+    return EndDrill()

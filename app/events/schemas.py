@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.common import Strict
 from app.domain.plans import Mode, OperationKind, StepStatus
 from app.domain.states import ClusterState
-from app.operations.schemas import StepError
+from app.operations.schemas import DrillOutcome, StepError
 from app.problems import ProblemDetails
-from app.readiness.schemas import ReadinessCheck
+from app.readiness.schemas import ReadinessCheck, ReplicationLag
 
 
 class EventOut(Strict):
@@ -104,6 +104,27 @@ class ObjectiveBreachedData(_OperationData):
     measured_s: float
 
 
+class DrillStartedData(_OperationData):
+    rehearses: OperationKind = Field(description="The switch it rehearses: failover or failback")
+    requested_by: str | None = Field(description="Who asked; `scheduler` for a scheduled drill")
+    reason: str | None
+    scheduled: bool = Field(description="Started by the pair's drill_every_days")
+
+
+class DrillFinishedData(_OperationData):
+    outcome: DrillOutcome
+    failed_step: str | None = Field(description="The first step that failed, if any")
+    error: ProblemDetails | None = Field(description="Why it failed; null otherwise")
+    expected_rto_s: float | None = Field(
+        description="The sum of the step durations the drill measured (the operation's "
+        "`report` says how); null unless every rehearsed step succeeded"
+    )
+    replication_lag: ReplicationLag | None = Field(
+        description="The largest replication lag a postgres check measured, if any"
+    )
+    requested_by: str | None
+
+
 class EndpointDisabledData(_Data):
     endpoint_id: str
     url: str
@@ -166,6 +187,8 @@ EVENT_DATA: dict[str, type[BaseModel]] = {
     "webhook.endpoint_disabled": EndpointDisabledData,
     "batch.created": BatchCreatedData,
     "batch.finished": BatchFinishedData,
+    "drill.started": DrillStartedData,
+    "drill.finished": DrillFinishedData,
 }
 EVENT_MODELS: dict[str, type[_Event]] = {
     event_type: _event(event_type, data) for event_type, data in EVENT_DATA.items()

@@ -31,6 +31,7 @@ from app.clusters.models import Cluster
 from app.clusters.transitions import apply_transition
 from app.columns import utcnow
 from app.db import after_commit, unit_of_work
+from app.domain import drills
 from app.domain.plans import (
     RULES,
     Lane,
@@ -44,9 +45,11 @@ from app.domain.plans import (
 )
 from app.domain.progress import (
     Call,
+    EndDrill,
     EndRollback,
     Idle,
     OperationView,
+    SkipRest,
     Start,
     StepView,
     Succeed,
@@ -54,13 +57,16 @@ from app.domain.progress import (
     Undo,
     Wait,
     after_failure,
+    next_drill_move,
     next_move,
     wake_time,
 )
+from app.domain.states import ClusterState
 from app.events.service import emit_events
 from app.operations import observe
 from app.operations.models import Operation, OperationStep
 from app.operations.service import steps_of
+from app.readiness import service as readiness
 
 log = logging.getLogger("tandem.executor")
 
@@ -101,9 +107,16 @@ class _Run:
     def view(self) -> OperationView:
         return OperationView(
             status=OperationStatus(self.operation.status),
-            steps=[StepView(StepStatus(s.status), s.reversible, s.deadline_at) for s in self.steps],
+            steps=[
+                StepView(StepStatus(s.status), s.reversible, s.deadline_at, spec.cleanup)
+                for s, spec in zip(self.steps, self.plan, strict=True)
+            ],
             wake_at=self.operation.wake_at,
         )
+
+    @property
+    def drill(self) -> bool:
+        return self.operation.kind == OperationKind.DRILL.value
 
 
 class Executor:
@@ -252,8 +265,9 @@ class Executor:
         ):
             # A drill or deployment retry is being cancelled for this switch: after it.
             return utcnow() + SIDE_WAIT
+        decide = next_drill_move if run.drill else next_move
         while True:
-            move = next_move(run.view(), utcnow())
+            move = decide(run.view(), utcnow())
             match move:
                 case Idle():
                     return None
@@ -276,6 +290,11 @@ class Executor:
                     return None
                 case EndRollback():
                     await self._end_rollback(run)
+                    return None
+                case SkipRest(indexes=indexes):
+                    await self._skip_rest(run, indexes)
+                case EndDrill():
+                    await self._end_drill(run)
                     return None
 
     async def _load(self, operation_id: str) -> _Run | None:
@@ -327,6 +346,7 @@ class Executor:
             source=dict(source),
             target=dict(target),
             deployments=list(cluster.deployments),
+            direction=_direction(operation),
             signing_secrets=cluster.runbook_secrets(),
             operation_created_at=operation.created_at,
             item=item,
@@ -338,6 +358,8 @@ class Executor:
         spec = run.plan[index]
         if phase == "undo" and spec.undo is None:
             return {}  # a step that changes nothing (a check, an approval) has nothing to undo
+        if spec.rehearsal == drills.PROBE:
+            return await self._rehearse(run, index)
         undo = spec.undo or {}
         settings = spec.actions() if phase == "do" else undo if isinstance(undo, list) else [undo]
         items: list[int | None] = [None] if len(settings) == 1 else list(range(len(settings)))
@@ -371,6 +393,39 @@ class Executor:
                 return min(waits, key=lambda w: w.at)
             outputs = [r for r in results if isinstance(r, dict)]
             return outputs[0] if items == [None] else {"results": outputs}
+
+    async def _rehearse(self, run: _Run, index: int) -> Outcome:
+        """A drill's step with no `drill` action: one bounded round of each action's probe
+        (the readiness check), within the step's deadline; a check not ok fails the step."""
+        spec = run.plan[index]
+        actions = spec.actions()
+        calls = [
+            self._call_for(run, index, "do", None if len(actions) == 1 else i)
+            for i in range(len(actions))
+        ]
+        remaining = (calls[0].deadline_at - utcnow()).total_seconds()
+        if remaining <= 0:
+            return _timed_out(run.steps[index])
+        found = await asyncio.gather(
+            *(
+                readiness.probe(
+                    self._deps,
+                    settings,
+                    call,
+                    str(settings.get("kind")) + (f"[{i}]" if len(actions) > 1 else ""),
+                    run.cluster.rpo_target_s,
+                    rehearse=True,
+                    timeout_s=remaining,
+                )
+                for i, (settings, call) in enumerate(zip(actions, calls, strict=True))
+            )
+        )
+        checks = [c for c in found if c is not None]
+        failing = [c for c in checks if not c["ok"]]
+        if failing:
+            message = "; ".join(f"{c['name']}: {c['detail']}" for c in failing)
+            return Failure("probe_failed", message, {"checks": checks})
+        return {"checks": checks}
 
     async def _one(self, settings: dict[str, Any], call: StepCall) -> Outcome:
         try:
@@ -463,7 +518,7 @@ class Executor:
         async with unit_of_work(self._sessions) as session:
             await self._boundary(session, run, events)
             status = OperationStatus(run.operation.status)
-            if status is not OperationStatus.CANCELLING:
+            if status is not OperationStatus.CANCELLING or spec.cleanup:
                 now = utcnow()
                 changes: dict[str, Any] = {}
                 if status is OperationStatus.QUEUED:
@@ -508,7 +563,10 @@ class Executor:
         events: Events = []
         async with unit_of_work(self._sessions) as session:
             await self._hold(session, run)
-            if run.operation.status == OperationStatus.CANCELLING.value:
+            if (
+                run.operation.status == OperationStatus.CANCELLING.value
+                and not run.plan[index].cleanup
+            ):
                 return  # a cancel came in meanwhile: roll back now instead of waiting
             if not_yet.waiting and step.status != StepStatus.WAITING.value:
                 await self._set_step(session, run, index, events, status=StepStatus.WAITING.value)
@@ -518,6 +576,7 @@ class Executor:
                         "operation.approval_requested",
                         {
                             "operation_id": run.operation.id,
+                            "kind": run.operation.kind,
                             "step": step.name,
                             "timeout_at": deadline,
                         },
@@ -555,7 +614,9 @@ class Executor:
                     )
                 )
             view = StepView(StepStatus.FAILED, step.reversible, step.deadline_at)
-            if after_failure(view) is OperationStatus.CANCELLING:
+            if run.drill:
+                pass  # a drill skips the rest and runs its cleanup: no rollback, no attention
+            elif after_failure(view) is OperationStatus.CANCELLING:
                 # The cause is in the row before the first undo: whoever finishes the
                 # rollback reports this failure, not a cancel.
                 await self._set_operation(
@@ -724,6 +785,74 @@ class Executor:
             await self._emit(session, run, events)
         await self._changed(run.operation.id)
 
+    async def _skip_rest(self, run: _Run, indexes: tuple[int, ...]) -> None:
+        """A drill stops rehearsing: what it has not finished is skipped (a step under way
+        is left as it is: a drill never undoes)."""
+        events: Events = []
+        async with unit_of_work(self._sessions) as session:
+            await self._boundary(session, run, events)
+            for index in indexes:
+                step = run.steps[index]
+                if step.status in (StepStatus.SUCCEEDED.value, StepStatus.FAILED.value):
+                    continue  # it ended since the move was decided (written by the boundary)
+                values: dict[str, Any] = {"status": StepStatus.SKIPPED.value}
+                if step.status != StepStatus.PENDING.value:
+                    values.update(finished_at=utcnow(), error=None)
+                await self._set_step(session, run, index, events, **values)
+            await self._set_operation(session, run, wake_at=None)
+            await self._emit(session, run, events)
+
+    async def _end_drill(self, run: _Run) -> None:
+        """The drill's cleanup has run: it ends, and says so (drill.finished). The pair's
+        state is not touched."""
+        events: Events = []
+        async with unit_of_work(self._sessions) as session:
+            await self._boundary(session, run, events)
+            await self._emit(session, run, events)
+            events = []
+            now = utcnow()
+            outcome = drills.outcome(run.operation.status, run.steps)
+            failed = drills.failed_step(run.steps)
+            problem = None
+            if outcome is OperationStatus.FAILED and failed is not None:
+                problem = _drill_problem(failed)
+            await self._set_operation(
+                session,
+                run,
+                status=outcome.value,
+                done=True,
+                error=problem,
+                wake_at=None,
+                started_at=run.operation.started_at or now,
+                finished_at=now,
+            )
+            report = drills.report(outcome.value, run.plan, run.steps, done=True)
+            ref = {"operation_id": run.operation.id, "kind": run.operation.kind}
+            if outcome is OperationStatus.SUCCEEDED:
+                events.append(("operation.succeeded", {**ref, "measured_rto_s": None}))
+            elif outcome is OperationStatus.CANCELLED:
+                events.append(("operation.cancelled", {**ref, "rolled_back": False}))
+            else:
+                assert problem is not None
+                events.append(_failed(run.operation, problem, needs_attention=False))
+                events[-1][1]["rolled_back"] = False
+            events.append(
+                (
+                    "drill.finished",
+                    {
+                        "operation_id": run.operation.id,
+                        "outcome": outcome.value,
+                        "failed_step": report["failed_step"],
+                        "error": problem,
+                        "expected_rto_s": report["expected_rto_s"],
+                        "replication_lag": report["replication_lag"],
+                        "requested_by": run.operation.requested_by,
+                    },
+                )
+            )
+            await self._emit(session, run, events)
+        await self._changed(run.operation.id)
+
     async def _changed(self, operation_id: str) -> None:
         if self._notify is not None:
             try:
@@ -791,12 +920,37 @@ def _step_ended(run: _Run, index: int) -> observe.StepEnded:
     )
 
 
+def _direction(operation: Operation) -> str | None:
+    """A drill rehearses the switch its pair allowed when it was asked for."""
+    if operation.kind != OperationKind.DRILL.value:
+        return None
+    if operation.from_state == ClusterState.PRIMARY_ACTIVE.value:
+        return OperationKind.FAILOVER.value
+    return OperationKind.FAILBACK.value
+
+
+def _drill_problem(step: Any) -> dict[str, Any]:
+    error = step.error or {}
+    timed_out = error.get("code") == "step_timed_out"
+    return {
+        "type": PROBLEM_TYPE + ("step-timed-out" if timed_out else "drill-step-failed"),
+        "title": "Drill step timed out" if timed_out else "Drill step failed",
+        "status": 504 if timed_out else 500,
+        "code": error.get("code") or "step_failed",
+        "detail": f"{step.name} failed in the drill: {error.get('message')}; nothing was "
+        "switched, the cleanup ran",
+        "step": step.name,
+    }
+
+
 def _sides(operation: Operation, cluster: Cluster) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(source, target): a failover moves to the secondary, a failback to the primary; the
-    kinds that change no state act on the active side."""
-    if operation.kind == OperationKind.FAILOVER.value:
+    """(source, target): a failover moves to the secondary, a failback to the primary; a
+    drill as the switch it rehearses; the other kinds that change no state act on the
+    active side."""
+    direction = _direction(operation) or operation.kind
+    if direction == OperationKind.FAILOVER.value:
         return cluster.primary, cluster.secondary
-    if operation.kind == OperationKind.FAILBACK.value:
+    if direction == OperationKind.FAILBACK.value:
         return cluster.secondary, cluster.primary
     if cluster.secondary.get("region") == cluster.active_region:
         return cluster.primary, cluster.secondary

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from enum import StrEnum
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     ConfigDict,
@@ -16,7 +17,7 @@ from typing_extensions import TypeAliasType
 from app.common import JSON_NUMBER, NO_NUL, Strict
 from app.domain.plans import Mode, OperationKind, OperationStatus, StepStatus
 from app.domain.states import ClusterState
-from app.readiness.schemas import ReadinessOut, ReplicationLag
+from app.readiness.schemas import ReadinessCheck, ReadinessOut, ReplicationLag
 
 # Free-form JSON objects, named so that a generated client has one class for each, not an
 # anonymous one per field; the values stay plain dicts.
@@ -116,6 +117,49 @@ class Progress(Strict):
     total_steps: int
 
 
+class DrillOutcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class DrillStepReport(Strict):
+    name: str
+    # How the drill ran it: its `drill` action, its readiness `probe`, `skipped` (no drill
+    # action, and no probe or past the point of no return), or `cleanup` (plan.cleanup).
+    rehearsal: Literal["drill", "probe", "skipped", "cleanup"]
+    status: StepStatus
+    # From its start to its end; null for a step that did not run.
+    duration_s: float | None
+    error: StepError | None
+
+
+class DrillReport(Strict):
+    """What a drill found (DESIGN.md section 14); on every operation of kind `drill`."""
+
+    # succeeded, failed or cancelled once the drill is done (its cleanup has run); null before.
+    outcome: DrillOutcome | None
+    # The first step that failed (a rehearsed step, or a cleanup step).
+    failed_step: str | None
+    # The sum of the plan's step durations as the drill measured them (drill actions and
+    # probes); the steps it skipped count for nothing and are listed in unmeasured_steps.
+    # Null unless the drill is done and every step it rehearsed succeeded.
+    expected_rto_s: float | None
+    unmeasured_steps: list[str]
+    # The plan's steps, in order, then the cleanup steps.
+    steps: list[DrillStepReport]
+    cleanup: list[DrillStepReport]
+    # The readiness checks the drill's probes ran.
+    readiness: list[ReadinessCheck]
+    # The largest replication lag a postgres check measured in the drill, with its `step`;
+    # null: none measured.
+    replication_lag: ReplicationLag | None
+
+
+class DrillRequest(Strict):
+    reason: Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)] | None = None
+
+
 class OperationOut(Strict):
     id: str
     cluster_id: str
@@ -142,6 +186,8 @@ class OperationOut(Strict):
     measured_rto_s: float | None = None
     # {"bytes", "seconds"} where an action measured it.
     data_loss: DataLoss | None = None
+    # A drill's report; null for the other kinds.
+    report: DrillReport | None = None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -20,6 +20,7 @@ from app.clusters.transitions import apply_transition, emit_event
 from app.columns import new_id, utcnow
 from app.db import after_commit
 from app.deployments import service as deployment_service
+from app.domain import drills
 from app.domain.plans import (
     RULES,
     UNFINISHED,
@@ -48,6 +49,7 @@ from app.errors import (
 from app.operations.models import Operation, OperationStep
 from app.operations.schemas import (
     AwaitingApproval,
+    DrillReport,
     OperationOut,
     OperationRequest,
     Progress,
@@ -88,7 +90,7 @@ async def start(
         consent_to_loss(cluster.readiness, kind, request.max_data_loss_s)
 
     plan = plan_for(cluster.driver, cluster.plan, kind, cluster.deployments)
-    operation = await _insert(
+    operation = await insert(
         session,
         cluster,
         Operation(
@@ -156,21 +158,28 @@ def consent_to_loss(readiness: dict[str, Any] | None, kind: OperationKind, most_
         )
 
 
-async def _insert(
+async def insert(
     session: AsyncSession,
     cluster: Cluster,
     operation: Operation,
     plan: list[StepPlan],
     mode: Mode | None,
 ) -> Operation:
+    """The operation and its steps; 409 when its lane of the pair is taken. A drill's steps
+    are all reversible (it passes no point of no return) and those it skips start skipped."""
     session.add(operation)
-    for position, (step, can_undo) in enumerate(zip(plan, reversible(plan), strict=True)):
+    drill = operation.kind == OperationKind.DRILL.value
+    flags = [True] * len(plan) if drill else reversible(plan)
+    for position, (step, can_undo) in enumerate(zip(plan, flags, strict=True)):
+        status = initial_status(step, mode) if mode else StepStatus.PENDING
+        if step.rehearsal == drills.SKIPPED:
+            status = StepStatus.SKIPPED
         session.add(
             OperationStep(
                 operation_id=operation.id,
                 position=position,
                 name=step.name,
-                status=(initial_status(step, mode) if mode else StepStatus.PENDING).value,
+                status=status.value,
                 reversible=can_undo,
             )
         )
@@ -232,7 +241,7 @@ async def start_retry(
             operation_status=None,
         )
     plan = retry_plan(names)
-    operation = await _insert(
+    operation = await insert(
         session,
         cluster,
         Operation(
@@ -433,6 +442,7 @@ def render(operation: Operation, steps: list[OperationStep]) -> OperationOut:
         ],
         measured_rto_s=operation.measured_rto_s,
         data_loss=operation.data_loss,
+        report=_report(operation, steps),
         created_at=operation.created_at,
         started_at=operation.started_at,
         finished_at=operation.finished_at,
@@ -441,6 +451,13 @@ def render(operation: Operation, steps: list[OperationStep]) -> OperationOut:
             "cluster": f"/v1/clusters/{operation.cluster_id}",
         },
     )
+
+
+def _report(operation: Operation, steps: list[OperationStep]) -> DrillReport | None:
+    if operation.kind != OperationKind.DRILL.value or not operation.plan:
+        return None
+    plan = [StepPlan.from_dict(p) for p in operation.plan]
+    return DrillReport.model_validate(drills.report(operation.status, plan, steps, operation.done))
 
 
 async def load(session: AsyncSession, org_id: str, operation_id: str) -> OperationOut:

@@ -68,22 +68,27 @@ def _call(cluster: Cluster, kind: OperationKind, step: str) -> StepCall:
     )
 
 
-async def _probe(
+async def probe(
     deps: ActionDeps,
     settings: dict[str, Any],
     call: StepCall,
     name: str,
     rpo_target_s: float | None = None,
+    *,
+    rehearse: bool = False,
+    timeout_s: float = PROBE_TIMEOUT_S,
 ) -> dict[str, Any] | None:
+    """One bounded round of an action's probe, as a readiness check (None: nothing to
+    probe). A drill asks for the action's rehearsal instead (its probe, for most kinds)."""
     action = registry.build(settings, deps)
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(PROBE_TIMEOUT_S):
-            result = await action.probe(call)
+        async with asyncio.timeout(timeout_s):
+            result = await (action.rehearse(call) if rehearse else action.probe(call))
     except ActionFailed as exc:
         result = (False, exc.message, int((time.perf_counter() - started) * 1000))
     except TimeoutError:
-        result = (False, f"no answer in {PROBE_TIMEOUT_S:g} s", int(PROBE_TIMEOUT_S * 1000))
+        result = (False, f"no answer in {timeout_s:g} s", int(timeout_s * 1000))
     if result is None:
         return None
     ok, detail, duration_ms = result
@@ -152,7 +157,7 @@ async def evaluate(
 
         async def bounded(settings: dict[str, Any], call: StepCall, name: str) -> Any:
             async with limit:
-                return await _probe(deps, settings, call, name, cluster.rpo_target_s)
+                return await probe(deps, settings, call, name, cluster.rpo_target_s)
 
         probes = []
         for step, before in zip(plan, reversible(plan), strict=True):

@@ -3,7 +3,9 @@
 trigger when a failover or failback starts or waits for an approval (warning), misses
 its RTO or RPO target (error), fails or has a step pass its deadline (critical); resolve
 when it succeeds or is cancelled. dedup_key is the
-operation id, so one incident follows one operation from start to end.
+operation id, so one incident follows one operation from start to end. The operation
+events of drills and deployment retries never page; a failed drill triggers a warning
+through drill.finished (dedup_key: the drill's operation id).
 
 A batch (a region's evacuation) is one incident of its own (dedup_key: the batch id), opened
 at warning when it starts and resolved when it ends. Its operations open no incident each
@@ -30,8 +32,12 @@ EVENT_TYPES = frozenset(
         "operation.cancelled",
         "batch.created",
         "batch.finished",
+        "drill.finished",
     }
 )
+# Their operation.* events never page (DESIGN.md section 5); a drill pages only through a
+# failed drill.finished.
+QUIET_KINDS = frozenset({"drill", "retry_deployments"})
 CRITICAL = frozenset({"operation.failed", "operation.step_timed_out"})
 ERROR = frozenset({"operation.rto_breached", "operation.rpo_breached"})
 
@@ -85,12 +91,42 @@ def _batch(event: Event, routing_key: str) -> dict[str, Any]:
     }
 
 
+def _drill(event: Event, routing_key: str) -> dict[str, Any] | None:
+    """A failed drill: a warning, its own incident (dedup_key: the operation id)."""
+    data = event.data
+    if data.get("outcome") != "failed":
+        return None
+    step = data.get("failed_step")
+    summary = f"Tandem: drill {data.get('operation_id')} of DR pair {event.cluster_id} failed" + (
+        f" at step {step}" if step else ""
+    )
+    return {
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": str(data.get("operation_id")),
+        "payload": {
+            "summary": summary[:1024],
+            "source": f"tandem/{event.cluster_id}",
+            "severity": "warning",
+            "component": str(event.cluster_id),
+            "group": "disaster-recovery",
+            "class": event.type,
+            "timestamp": event.created_at.isoformat(),
+            "custom_details": {"event_id": event.id, "sequence": event.sequence, **data},
+        },
+    }
+
+
 def body(event: Event, routing_key: str) -> dict[str, Any] | None:
     if event.type == "cluster.readiness_changed":
         return _readiness(event, routing_key)
     if event.type.startswith("batch."):
         return _batch(event, routing_key)
+    if event.type == "drill.finished":
+        return _drill(event, routing_key)
     data = event.data
+    if data.get("kind") in QUIET_KINDS:
+        return None
     if event.type == "operation.created" and data.get("batch_id"):
         return None  # the batch's incident covers it
     operation_id = data.get("operation_id")

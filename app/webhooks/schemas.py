@@ -46,6 +46,8 @@ EventType = TypeAliasType(
         "webhook.endpoint_disabled",
         "batch.created",
         "batch.finished",
+        "drill.started",
+        "drill.finished",
     ],
 )
 EVENT_TYPES: tuple[str, ...] = EventType.__value__.__args__

@@ -136,6 +136,10 @@ async def _failback(w: World) -> Call:
     return Call("POST", f"/v1/clusters/{await w.failed_over()}/failback", json={}, headers=key())
 
 
+async def _drill(w: World) -> Call:
+    return Call("POST", f"/v1/clusters/{await w.cluster()}/drills", json={}, headers=key())
+
+
 async def _cluster_events(w: World) -> Call:
     return Call("GET", f"/v1/clusters/{await w.cluster()}/events")
 
@@ -322,6 +326,7 @@ MATRIX: dict[tuple[str, str], tuple[str, Build, set[int]]] = {
     ("DELETE", "/v1/clusters/{cluster_id}"): ("admin", _delete_cluster, {204}),
     ("POST", "/v1/clusters/{cluster_id}/failover"): ("operator", _failover, {202}),
     ("POST", "/v1/clusters/{cluster_id}/failback"): ("operator", _failback, {202}),
+    ("POST", "/v1/clusters/{cluster_id}/drills"): ("operator", _drill, {202}),
     ("GET", "/v1/clusters/{cluster_id}/events"): ("viewer", _cluster_events, {200}),
     ("GET", "/v1/clusters/{cluster_id}/readiness"): ("viewer", _readiness, {200}),
     ("GET", "/v1/clusters/{cluster_id}/deployments"): ("viewer", _deployments, {200}),

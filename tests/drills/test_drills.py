@@ -1,0 +1,294 @@
+"""Drills end to end (DESIGN.md section 14): the real API and worker processes, a real
+runbook service on loopback that records every call, PostgreSQL or SQLite and Redis."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.helpers import events, start_ok, wait_done, wait_for
+from tests.receiver import Receiver
+from tests.runbook import Reply, Runbook
+from tests.webhooks.test_pagerduty import ROUTING_KEY, events_api_v2_errors
+
+# Regions of these tests' own: other tests evacuate or count pairs in theirs.
+PRIMARY, SECONDARY = "eu-drill-1", "ap-drill-1"
+
+
+def hook(runbook: Runbook, path: str) -> dict[str, Any]:
+    return {"kind": "http", "url": runbook.url(path)}
+
+
+def drill_plan(runbook: Runbook) -> dict[str, Any]:
+    """A check (rehearsed by its probe), a reversible hook and the point of no return with
+    drill hooks, a last step with none (skipped), and a cleanup hook."""
+    return {
+        "steps": [
+            {"name": "preflight", "action": {"kind": "check", "urls": [runbook.url("/health")]}},
+            {
+                "name": "prepare",
+                "action": hook(runbook, "/prepare"),
+                "undo": hook(runbook, "/unprepare"),
+                "drill": hook(runbook, "/drill/prepare"),
+            },
+            {
+                "name": "promote",
+                "action": hook(runbook, "/promote"),
+                "point_of_no_return": True,
+                "drill": hook(runbook, "/drill/promote"),
+            },
+            {"name": "switch", "action": hook(runbook, "/switch"), "traffic_switched": True},
+        ],
+        "cleanup": [{"name": "teardown", "action": hook(runbook, "/cleanup")}],
+    }
+
+
+async def create_pair(client: httpx.AsyncClient, plan: dict[str, Any]) -> dict[str, Any]:
+    name = f"drill-{uuid.uuid4().hex[:10]}"
+    response = await client.post(
+        "/v1/clusters",
+        json={
+            "name": name,
+            "primary": {"name": f"{name}-a", "region": PRIMARY, "cloud": "aws"},
+            "secondary": {"name": f"{name}-b", "region": SECONDARY, "cloud": "aws"},
+            "plan": plan,
+        },
+    )
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def start_drill(
+    client: httpx.AsyncClient, cluster_id: str, key: str | None = None, **body: Any
+) -> httpx.Response:
+    return await client.post(
+        f"/v1/clusters/{cluster_id}/drills",
+        json=body or None,
+        headers={"Idempotency-Key": key or uuid.uuid4().hex},
+    )
+
+
+def posts(runbook: Runbook) -> list[str]:
+    return [c.path for c in runbook.of("POST")]
+
+
+def types(items: list[dict[str, Any]]) -> list[str]:
+    return [e["type"] for e in items]
+
+
+async def test_a_drill_runs_drill_hooks_probes_and_cleanup_and_moves_nothing(
+    client: httpx.AsyncClient, runbook: Runbook
+) -> None:
+    pair = await create_pair(client, drill_plan(runbook))
+    key = uuid.uuid4().hex
+    response = await start_drill(client, pair["id"], key, reason="quarterly rehearsal")
+    assert response.status_code == 202, response.text
+    started = response.json()
+    assert response.headers["Location"] == f"/v1/operations/{started['id']}"
+    assert started["kind"] == "drill" and started["mode"] is None
+    assert started["from_state"] == started["target_state"] == "primary-active"
+    assert started["reason"] == "quarterly rehearsal"
+    # The same key and body: the same drill, never a second one.
+    again = await start_drill(client, pair["id"], key, reason="quarterly rehearsal")
+    assert again.status_code == 202 and again.json()["id"] == started["id"]
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert (await start_drill(client, pair["id"], key, reason="other")).status_code == 422
+    missing = await client.post(f"/v1/clusters/{pair['id']}/drills")
+    assert missing.status_code == 400, missing.text
+
+    drill = await wait_done(client, started["id"])
+    assert drill["status"] == "succeeded", drill
+    # The drill hooks and the cleanup ran; no real action and no undo of any step did.
+    assert posts(runbook) == ["/drill/prepare", "/drill/promote", "/cleanup"]
+    assert [c.path for c in runbook.of("GET")] == ["/health"]  # the check's probe, once
+    call = runbook.of("POST", "/drill/prepare")[0]
+    assert call.verifies_with(pair["runbook_secret"])
+    body = call.json()
+    assert body["kind"] == "drill" and body["action"] == "do"
+    # Rehearsing the failover the pair allows next: from the primary to the secondary.
+    assert body["source"]["region"] == PRIMARY and body["target"]["region"] == SECONDARY
+
+    statuses = {s["name"]: s["status"] for s in drill["steps"]}
+    assert statuses == {
+        "preflight": "succeeded",
+        "prepare": "succeeded",
+        "promote": "succeeded",
+        "switch": "skipped",
+        "teardown": "succeeded",
+    }
+    assert all(s["reversible"] for s in drill["steps"])
+    report = drill["report"]
+    assert report["outcome"] == "succeeded" and report["failed_step"] is None
+    assert [(s["name"], s["rehearsal"]) for s in report["steps"]] == [
+        ("preflight", "probe"),
+        ("prepare", "drill"),
+        ("promote", "drill"),
+        ("switch", "skipped"),
+    ]
+    assert [(s["name"], s["status"]) for s in report["cleanup"]] == [("teardown", "succeeded")]
+    measured = [s["duration_s"] for s in report["steps"][:3]]
+    assert all(d is not None and d >= 0 for d in measured)
+    assert report["expected_rto_s"] == round(sum(measured), 3)
+    assert report["unmeasured_steps"] == ["switch"]
+    assert [(c["step"], c["name"], c["ok"]) for c in report["readiness"]] == [
+        ("preflight", "check", True)
+    ]
+    assert report["replication_lag"] is None
+
+    # The pair never moved.
+    after = (await client.get(f"/v1/clusters/{pair['id']}")).json()
+    assert after["state"] == "primary-active" and after["active_region"] == PRIMARY
+    assert after["version"] == pair["version"]
+    logged = await events(client, pair["id"])
+    assert "cluster.state_changed" not in types(logged)
+    finished = [e for e in logged if e["type"] == "drill.finished"]
+    assert types(logged)[:2] == ["operation.created", "drill.started"]
+    assert [e["data"]["outcome"] for e in finished] == ["succeeded"]
+    assert finished[0]["data"]["operation_id"] == drill["id"]
+    assert finished[0]["data"]["expected_rto_s"] == report["expected_rto_s"]
+    # Listed among the pair's operations by kind.
+    listed = await client.get("/v1/operations", params={"cluster_id": pair["id"], "kind": "drill"})
+    assert [o["id"] for o in listed.json()["items"]] == [drill["id"]]
+
+
+async def test_a_failing_drill_step_still_cleans_up_and_pages_a_warning(
+    client: httpx.AsyncClient, runbook: Runbook
+) -> None:
+    runbook.answer = lambda call: (
+        Reply(400, {"error": "no isolated network left"})
+        if call.path == "/drill/prepare"
+        else Reply()
+    )
+    receiver, standard = Receiver().start(), Receiver().start()
+    created = []
+    try:
+        for body in (
+            {"kind": "pagerduty", "url": receiver.url, "routing_key": ROUTING_KEY},
+            {"url": standard.url, "event_types": ["drill.started", "drill.finished"]},
+        ):
+            response = await client.post("/v1/webhooks", json=body)
+            assert response.status_code == 201, response.text
+            created.append(response.json()["id"])
+        pair = await create_pair(client, drill_plan(runbook))
+        started = await start_drill(client, pair["id"])
+        assert started.status_code == 202, started.text
+        drill = await wait_done(client, started.json()["id"])
+
+        assert drill["status"] == "failed" and not drill["needs_attention"]
+        assert drill["error"]["step"] == "prepare"
+        assert "no isolated network left" in drill["error"]["detail"]
+        # The cleanup ran after the failure; the steps after it were skipped.
+        assert posts(runbook) == ["/drill/prepare", "/cleanup"]
+        statuses = {s["name"]: s["status"] for s in drill["steps"]}
+        assert statuses == {
+            "preflight": "succeeded",
+            "prepare": "failed",
+            "promote": "skipped",
+            "switch": "skipped",
+            "teardown": "succeeded",
+        }
+        report = drill["report"]
+        assert report["outcome"] == "failed" and report["failed_step"] == "prepare"
+        assert report["expected_rto_s"] is None
+        failed = next(s for s in report["steps"] if s["name"] == "prepare")
+        assert failed["status"] == "failed" and "400" in failed["error"]["message"]
+        assert report["cleanup"][0]["status"] == "succeeded"
+        logged = await events(client, pair["id"])
+        finished = [e["data"] for e in logged if e["type"] == "drill.finished"]
+        assert [(f["outcome"], f["failed_step"]) for f in finished] == [("failed", "prepare")]
+        assert "cluster.state_changed" not in types(logged)
+
+        # Webhooks: both drill events to the standard endpoint; PagerDuty gets exactly one
+        # body for the drill, a warning trigger from drill.finished (its operation.* events
+        # never page, and neither does its start).
+        def delivered() -> list[str]:
+            return [
+                r.json()["type"]
+                for r in standard.bodies_for_cluster(pair["id"])
+                if r.json()["type"].startswith("drill.")
+            ]
+
+        await wait_for(lambda: _async(len(set(delivered())) == 2), timeout_s=30)
+        assert sorted(set(delivered())) == ["drill.finished", "drill.started"]
+
+        def paged() -> list[dict[str, Any]]:
+            return [
+                r.json()
+                for r in list(receiver.received)
+                if r.json().get("dedup_key") == drill["id"]
+            ]
+
+        # drill.finished is the pair's last event: its body comes after any of the others.
+        await wait_for(lambda: _async(bool(paged())), timeout_s=30)
+        bodies = paged()
+        assert {b["event_action"] for b in bodies} == {"trigger"}
+        assert {b["payload"]["severity"] for b in bodies} == {"warning"}
+        assert {b["payload"]["class"] for b in bodies} == {"drill.finished"}
+        assert all(events_api_v2_errors(b) == [] for b in bodies)
+        assert "prepare" in bodies[0]["payload"]["summary"]
+    finally:
+        for endpoint_id in created:
+            await client.delete(f"/v1/webhooks/{endpoint_id}")
+        receiver.stop()
+        standard.stop()
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+async def test_a_failover_asked_for_during_a_drill_cancels_it_and_runs_after_its_cleanup(
+    client: httpx.AsyncClient,
+    runbook: Runbook,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    held = threading.Event()
+    runbook.answer = lambda call: Reply(hold=held) if call.path == "/drill/prepare" else Reply()
+    pair = await create_pair(client, drill_plan(runbook))
+    started = await start_drill(client, pair["id"])
+    assert started.status_code == 202, started.text
+    drill_id = started.json()["id"]
+    try:
+        await wait_for(lambda: _async(bool(runbook.of("POST", "/drill/prepare"))), timeout_s=30)
+        # A second drill, meanwhile: one unfinished drill per pair.
+        second = await start_drill(client, pair["id"])
+        assert second.status_code == 409, second.text
+        assert second.json()["operation_id"] == drill_id
+
+        failover = await start_ok(client, pair["id"], "failover", reason="region trouble")
+        assert failover["status"] == "queued"
+        pair_now = (await client.get(f"/v1/clusters/{pair['id']}")).json()
+        assert pair_now["state"] == "failing-over"
+        drill_now = (await client.get(f"/v1/operations/{drill_id}")).json()
+        assert drill_now["status"] == "cancelling"
+        # A drill asked for while the failover is unfinished is refused, naming it.
+        refused = await start_drill(client, pair["id"])
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["operation_id"] == failover["id"]
+        assert failover["id"] in refused.json()["detail"]
+        # The failover waits for the drill: nothing real has run yet.
+        assert "/prepare" not in posts(runbook)
+    finally:
+        held.set()
+
+    drill = await wait_done(client, drill_id)
+    assert drill["status"] == "cancelled", drill
+    assert drill["report"]["outcome"] == "cancelled"
+    assert drill["report"]["cleanup"][0]["status"] == "succeeded"
+    moved = await wait_done(client, failover["id"])
+    assert moved["status"] == "succeeded", moved
+    order = posts(runbook)
+    # The drill's hook, its cleanup, then the failover's real steps; the drill's promote
+    # hook never ran (the drill was cancelled before it).
+    assert order == ["/drill/prepare", "/cleanup", "/prepare", "/promote", "/switch"]
+    assert moved["started_at"] >= drill["finished_at"]
+    after = (await client.get(f"/v1/clusters/{pair['id']}")).json()
+    assert after["state"] == "secondary-active" and after["active_region"] == SECONDARY
+    finished = [
+        e["data"] for e in await events(client, pair["id"]) if e["type"] == "drill.finished"
+    ]
+    assert [f["outcome"] for f in finished] == ["cancelled"]
