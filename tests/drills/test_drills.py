@@ -3,17 +3,25 @@ runbook service on loopback that records every call, PostgreSQL or SQLite and Re
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from typing import Any
 
+import asyncpg
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tests import pg_servers as servers
+from tests.actions.test_postgres import database_pair, fetch, new_table
 from tests.helpers import events, start_ok, wait_done, wait_for
+from tests.pg_servers import PgPair
 from tests.receiver import Receiver
 from tests.runbook import Reply, Runbook
 from tests.webhooks.test_pagerduty import ROUTING_KEY, events_api_v2_errors
+
+# The session's PostgreSQL servers (first backend's pass only), rebuilt when broken.
+pg_servers, pg_pair = servers.pg_servers, servers.pg_pair
 
 # Regions of these tests' own: other tests evacuate or count pairs in theirs.
 PRIMARY, SECONDARY = "eu-drill-1", "ap-drill-1"
@@ -292,3 +300,67 @@ async def test_a_failover_asked_for_during_a_drill_cancels_it_and_runs_after_its
         e["data"] for e in await events(client, pair["id"]) if e["type"] == "drill.finished"
     ]
     assert [f["outcome"] for f in finished] == ["cancelled"]
+
+
+# -- a PostgreSQL pair ---------------------------------------------------------------
+
+
+async def test_a_drill_of_a_postgresql_pair_checks_lag_and_roles_and_never_fences(
+    client: httpx.AsyncClient, pg_pair: PgPair
+) -> None:
+    """Real servers (first backend's pass only): the drill's postgres check runs as the
+    preflight's probe; fence, drain and promote are never run; a writer on the primary
+    commits throughout without one error."""
+    primary, standby = pg_pair.primary, pg_pair.standby
+    table = await new_table(primary)
+    pair = await database_pair(client, primary.dsn(), standby.dsn())
+    stop, committed = asyncio.Event(), []
+
+    async def write() -> None:
+        conn = await asyncpg.connect(primary.dsn(), timeout=5)
+        try:
+            while not stop.is_set():
+                n = len(committed) + 1
+                await conn.execute(f"INSERT INTO {table} VALUES ($1)", n)
+                committed.append(n)
+        finally:
+            await conn.close()
+
+    writer = asyncio.ensure_future(write())
+    try:
+        await wait_for(lambda: _async(len(committed) >= 50), timeout_s=30)
+        started = await start_drill(client, pair["id"])
+        assert started.status_code == 202, started.text
+        drill = await wait_done(client, started.json()["id"])
+        during = len(committed)
+        # Still writing after the drill: the source was never fenced.
+        await wait_for(lambda: _async(len(committed) >= during + 50), timeout_s=30)
+    finally:
+        stop.set()
+        await writer  # raises if any write failed
+    assert drill["status"] == "succeeded", drill["steps"]
+    report = drill["report"]
+    assert [(s["name"], s["rehearsal"], s["status"]) for s in report["steps"]] == [
+        ("preflight", "probe", "succeeded"),
+        ("fence", "skipped", "skipped"),
+        ("drain", "skipped", "skipped"),
+        ("promote", "skipped", "skipped"),
+    ]
+    assert [(c["step"], c["name"], c["ok"]) for c in report["readiness"]] == [
+        ("preflight", "postgres", True)
+    ]
+    lag = report["replication_lag"]
+    assert lag is not None and lag["step"] == "preflight"
+    assert lag["bytes"] is not None and lag["bytes"] >= 0 and lag["seconds"] is not None
+    assert drill["steps"][0]["output"]["checks"][0]["replication_lag"]["bytes"] == lag["bytes"]
+    # Both servers kept their roles; the primary takes writes on a new session too.
+    assert await fetch(primary, "SELECT pg_is_in_recovery()") is False
+    assert await fetch(standby, "SELECT pg_is_in_recovery()") is True
+    assert await fetch(primary, "SHOW default_transaction_read_only") == "off"
+    assert await fetch(primary, f"SELECT count(*) FROM {table}") == len(committed)
+    after = (await client.get(f"/v1/clusters/{pair['id']}")).json()
+    assert after["state"] == "primary-active"
+    finished = [
+        e["data"] for e in await events(client, pair["id"]) if e["type"] == "drill.finished"
+    ]
+    assert finished[0]["replication_lag"]["bytes"] == lag["bytes"]
