@@ -20,6 +20,7 @@ from app.actions.base import ActionDeps
 from app.batches import service as batches
 from app.config import Settings
 from app.context import build_context, redis_settings
+from app.drills import service as drills
 from app.events.notify import EVENTS, Notifier, publish
 from app.health import worker as health_server
 from app.health.service import Readiness, readiness
@@ -149,6 +150,13 @@ async def readiness_round(ctx: dict[str, Any]) -> int:
     return await pair_readiness.evaluate_due(ctx["action_deps"], settings.readiness_interval_s)
 
 
+async def drill_round(ctx: dict[str, Any]) -> int:
+    """Start the drills that are due (a pair's drill_every_days). Every worker runs the
+    round: which one starts a pair's drill is decided under the pair's row lock."""
+    context = ctx["context"]
+    return len(await drills.start_due(context.sessions, context.enqueue))
+
+
 def worker_options(settings: Settings) -> dict[str, Any]:
     # Pairs come due at most this far apart from their interval.
     tick = max(1, min(10, int(settings.readiness_interval_s)))
@@ -168,6 +176,8 @@ def worker_options(settings: Settings) -> dict[str, Any]:
             ),
             cron(prune, second={30}, unique=True, timeout=600),
             cron(readiness_round, second=set(range(0, 60, tick)), unique=True, timeout=600),
+            # On the same tick; not unique: the database decides who starts a drill.
+            cron(drill_round, second=set(range(0, 60, tick)), unique=False, timeout=300),
         ],
         "on_startup": startup,
         "on_shutdown": shutdown,

@@ -34,6 +34,9 @@ class Cluster(SQLModel, table=True):
     readiness_checked_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
     rto_target_s: float | None = None
     rpo_target_s: float | None = None
+    # The worker starts a drill when the last one started longer ago than this (or never);
+    # None: no schedule.
+    drill_every_days: int | None = None
     deployments: list[Any] = Field(sa_type=JSONType)
     # Free-form string labels, for selectors (a region's evacuation picks pairs by them).
     labels: dict[str, str] = Field(default_factory=dict, sa_type=JSONType)

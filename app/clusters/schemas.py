@@ -232,6 +232,8 @@ class Deployment(Strict):
 
 
 Objective = Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S), JSON_NUMBER]
+# The worker starts a drill when the pair's last one started longer ago (or never).
+DrillEveryDays = Annotated[int, Field(ge=1, le=365), JSON_NUMBER]
 LabelKey = Annotated[
     str,
     StringConstraints(
@@ -253,6 +255,8 @@ class ClusterCreate(Strict):
     deployments: list[Deployment] = Field(default_factory=list, max_length=500)
     rto_target_s: Objective | None = None
     rpo_target_s: Objective | None = None
+    # Days between drills (DESIGN.md section 14); null: no schedule.
+    drill_every_days: DrillEveryDays | None = None
     labels: Labels = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -274,6 +278,8 @@ class ClusterPatch(Strict):
     deployments: list[Deployment] | None = Field(default=None, max_length=500)
     rto_target_s: Objective | None = None
     rpo_target_s: Objective | None = None
+    # Days between drills (DESIGN.md section 14); null: no schedule.
+    drill_every_days: DrillEveryDays | None = None
     # Replaces every label (`{}` removes them all). A JSON null changes nothing, as leaving the
     # field out does; the document shows only the object (an anonymous union otherwise).
     labels: Labels | SkipJsonSchema[None] = None
@@ -295,6 +301,8 @@ class ClusterOut(Strict):
     deployments: list[Deployment]
     rto_target_s: float | None
     rpo_target_s: float | None
+    # Days between scheduled drills; null: none scheduled.
+    drill_every_days: int | None = None
     labels: dict[str, str]
     state: ClusterState
     # The last readiness evaluation's verdict (GET .../readiness); null: not evaluated yet.

@@ -72,6 +72,7 @@ async def create(session: AsyncSession, org_id: str, body: ClusterCreate) -> Clu
         plan=body.plan.model_dump(mode="json", exclude_none=True) if body.plan else None,
         rto_target_s=body.rto_target_s,
         rpo_target_s=body.rpo_target_s,
+        drill_every_days=body.drill_every_days,
         labels=dict(body.labels),
         deployments=[d.model_dump(exclude_none=True) for d in body.deployments],
         state=ClusterState.PRIMARY_ACTIVE.value,
@@ -192,6 +193,9 @@ async def update(
         cluster.rto_target_s = body.rto_target_s
     if "rpo_target_s" in changes:
         cluster.rpo_target_s = body.rpo_target_s
+    # An explicit null ends the schedule.
+    if "drill_every_days" in changes:
+        cluster.drill_every_days = body.drill_every_days
     if "deployments" in changes and body.deployments is not None:
         cluster.deployments = [d.model_dump(exclude_none=True) for d in body.deployments]
     if "name" in changes:

@@ -9,16 +9,20 @@ switch is unfinished is refused, naming the switch.
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from app.actions import registry
 from app.clusters import service as cluster_service
 from app.clusters.models import Cluster
 from app.clusters.transitions import emit_event
-from app.columns import new_id
-from app.db import after_commit
+from app.columns import new_id, utcnow
+from app.db import after_commit, unit_of_work
 from app.domain import drills
 from app.domain.plans import (
     Lane,
@@ -29,9 +33,11 @@ from app.domain.plans import (
     plan_for,
 )
 from app.domain.states import ClusterState
-from app.errors import OperationInProgress
+from app.errors import InvalidTransition, NotFound, OperationInProgress
 from app.operations import service as operations
 from app.operations.models import Operation
+
+log = logging.getLogger("tandem.drills")
 
 STEADY = (ClusterState.PRIMARY_ACTIVE, ClusterState.SECONDARY_ACTIVE)
 
@@ -130,3 +136,101 @@ async def start(
     op_id, epoch = operation.id, operation.lease_epoch
     after_commit(session, lambda: enqueue(op_id, epoch))
     return operation
+
+
+# -- the schedule ------------------------------------------------------------------
+
+SCHEDULER = "scheduler"
+
+
+def is_due(every_days: int | None, last_started: datetime | None, now: datetime) -> bool:
+    """A pair with a schedule is due when its last drill (whatever its outcome) started
+    `every_days` ago or more, or when it never had one."""
+    if every_days is None:
+        return False
+    return last_started is None or last_started <= now - timedelta(days=every_days)
+
+
+def _last_drill() -> Any:
+    return (
+        select(func.max(col(Operation.created_at)))
+        .where(
+            col(Operation.cluster_id) == col(Cluster.id),
+            col(Operation.kind) == OperationKind.DRILL.value,
+        )
+        .correlate(Cluster)
+        .scalar_subquery()
+    )
+
+
+async def start_if_due(
+    sessions: async_sessionmaker[AsyncSession], enqueue: operations.Enqueue, cluster_id: str
+) -> Operation | None:
+    """Start the pair's scheduled drill if it is still due, under the pair's row lock: of
+    any number of workers deciding at once, the first starts it and the others, once the
+    lock is theirs, find it started. None when not due, or when an operation of the pair is
+    unfinished (it is due again at the next round)."""
+    try:
+        async with unit_of_work(sessions) as session:
+            cluster = await session.scalar(
+                select(Cluster)
+                .where(col(Cluster.id) == cluster_id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+            if cluster is None or cluster.drill_every_days is None:
+                return None
+            last = await session.scalar(
+                select(func.max(col(Operation.created_at))).where(
+                    col(Operation.cluster_id) == cluster_id,
+                    col(Operation.kind) == OperationKind.DRILL.value,
+                )
+            )
+            if not is_due(cluster.drill_every_days, last, utcnow()):
+                return None
+            every = cluster.drill_every_days
+            return await start(
+                session,
+                enqueue,
+                cluster.org_id,
+                cluster.id,
+                f"scheduled: every {every} day{'s' if every != 1 else ''}",
+                SCHEDULER,
+                scheduled=True,
+            )
+    except (OperationInProgress, InvalidTransition, NotFound):
+        return None
+
+
+async def start_due(
+    sessions: async_sessionmaker[AsyncSession], enqueue: operations.Enqueue, batch: int = 500
+) -> list[str]:
+    """The worker's round: a drill for each pair that is due and has nothing unfinished;
+    the ids of the drills started."""
+    now = utcnow()
+    busy = (
+        select(col(Operation.id))
+        .where(col(Operation.cluster_id) == col(Cluster.id), col(Operation.done).is_(False))
+        .correlate(Cluster)
+        .exists()
+    )
+    async with unit_of_work(sessions) as session:
+        rows = (
+            await session.execute(
+                select(col(Cluster.id), col(Cluster.drill_every_days), _last_drill())
+                .where(
+                    col(Cluster.drill_every_days).is_not(None),
+                    col(Cluster.state).in_([s.value for s in STEADY]),
+                    ~busy,
+                )
+                .limit(batch)
+            )
+        ).all()
+    started = []
+    for cluster_id, every_days, last in rows:
+        if is_due(every_days, last, now):
+            drill = await start_if_due(sessions, enqueue, str(cluster_id))
+            if drill is not None:
+                log.info("started scheduled drill %s of pair %s", drill.id, cluster_id)
+                started.append(drill.id)
+    return started

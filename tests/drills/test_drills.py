@@ -12,12 +12,22 @@ import asyncpg
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.drills import service as drill_service
 from tests import pg_servers as servers
 from tests.actions.test_postgres import database_pair, fetch, new_table
-from tests.helpers import events, start_ok, wait_done, wait_for
+from tests.helpers import (
+    create_cluster,
+    events,
+    open_gate,
+    pair_body,
+    start_ok,
+    wait_done,
+    wait_for,
+)
 from tests.pg_servers import PgPair
 from tests.receiver import Receiver
 from tests.runbook import Reply, Runbook
+from tests.stack import Stack
 from tests.webhooks.test_pagerduty import ROUTING_KEY, events_api_v2_errors
 
 # The session's PostgreSQL servers (first backend's pass only), rebuilt when broken.
@@ -364,3 +374,105 @@ async def test_a_drill_of_a_postgresql_pair_checks_lag_and_roles_and_never_fence
         e["data"] for e in await events(client, pair["id"]) if e["type"] == "drill.finished"
     ]
     assert finished[0]["replication_lag"]["bytes"] == lag["bytes"]
+
+
+# -- the schedule --------------------------------------------------------------------
+
+
+async def drills_of(client: httpx.AsyncClient, cluster_id: str) -> list[dict[str, Any]]:
+    response = await client.get(
+        "/v1/operations", params={"cluster_id": cluster_id, "kind": "drill", "page_size": 100}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["items"]  # type: ignore[no-any-return]
+
+
+async def scheduled_pair(client: httpx.AsyncClient, every_days: int = 1, **driver: Any) -> str:
+    body = pair_body(**driver)
+    for side, region in (("primary", PRIMARY), ("secondary", SECONDARY)):
+        body[side]["region"] = region
+    response = await client.post("/v1/clusters", json={**body, "drill_every_days": every_days})
+    assert response.status_code == 201, response.text
+    assert response.json()["drill_every_days"] == every_days
+    return str(response.json()["id"])
+
+
+async def one_done_drill(client: httpx.AsyncClient, cluster_id: str) -> dict[str, Any]:
+    async def done() -> dict[str, Any] | None:
+        found = await drills_of(client, cluster_id)
+        return found[0] if found and found[0]["done"] else None
+
+    drill: dict[str, Any] = await wait_for(done, timeout_s=60, interval_s=0.2)
+    return drill
+
+
+async def test_drill_every_days_is_validated_and_can_be_cleared(
+    client: httpx.AsyncClient,
+) -> None:
+    body = pair_body()
+    for bad in (0, 366, "7", 1.5, True):
+        response = await client.post("/v1/clusters", json={**body, "drill_every_days": bad})
+        assert response.status_code == 422, (bad, response.text)
+    pair = await create_cluster(client)
+    assert pair["drill_every_days"] is None
+    patched = await client.patch(f"/v1/clusters/{pair['id']}", json={"drill_every_days": 365})
+    assert patched.status_code == 200 and patched.json()["drill_every_days"] == 365
+    # Another change leaves it; an explicit null ends the schedule.
+    renamed = await client.patch(f"/v1/clusters/{pair['id']}", json={"rto_target_s": 60})
+    assert renamed.json()["drill_every_days"] == 365
+    cleared = await client.patch(f"/v1/clusters/{pair['id']}", json={"drill_every_days": None})
+    assert cleared.status_code == 200 and cleared.json()["drill_every_days"] is None
+    got = (await client.get(f"/v1/clusters/{pair['id']}")).json()
+    assert got["drill_every_days"] is None
+
+
+async def test_the_workers_start_one_drill_per_due_pair_and_none_beside_a_switch(
+    client: httpx.AsyncClient,
+    sessions: async_sessionmaker[AsyncSession],
+    live_stack: Stack,
+) -> None:
+    """The stack's two worker processes both run every round; with this test's own callers
+    besides, each due pair gets exactly one drill, decided under the pair's row lock."""
+    assert len(live_stack.live_workers()) >= 2
+
+    async def enqueue(operation_id: str, epoch: int) -> None:
+        pass  # the sweeper queues it: its lease is free
+
+    first = await scheduled_pair(client)
+    # Four callers at once, racing the workers' rounds: one drill at most among them all.
+    started = await asyncio.gather(
+        *(drill_service.start_if_due(sessions, enqueue, first) for _ in range(4))
+    )
+    assert sum(1 for s in started if s is not None) <= 1
+    second = await scheduled_pair(client)
+    # A pair whose failover is unfinished gets no drill meanwhile.
+    busy = await scheduled_pair(client, gate=["preflight"])
+    failover = await start_ok(client, busy, "failover")
+    drills_first = await one_done_drill(client, first)
+    drills_second = await one_done_drill(client, second)
+    for drill in (drills_first, drills_second):
+        assert drill["status"] == "succeeded", drill
+        assert drill["requested_by"] == "scheduler"
+        assert drill["from_state"] == "primary-active"
+    # A pair made due now is drilled by a later round, which saw the others again.
+    marker = await scheduled_pair(client)
+    await one_done_drill(client, marker)
+    assert len(await drills_of(client, first)) == 1
+    assert len(await drills_of(client, second)) == 1
+    assert len(await drills_of(client, marker)) == 1
+    # Any drill of the busy pair was asked for before its failover and cancelled by it.
+    early = await drills_of(client, busy)
+    assert all(d["created_at"] < failover["created_at"] for d in early)
+    assert all(d["status"] == "cancelled" for d in early)
+    await open_gate(sessions, busy, "preflight")
+    moved = await wait_done(client, failover["id"])
+    assert moved["status"] == "succeeded", moved
+
+    # Once the switch is done, the pair is due again and its drill rehearses the failback.
+    async def drilled() -> dict[str, Any] | None:
+        found = [d for d in await drills_of(client, busy) if d["created_at"] > moved["finished_at"]]
+        return found[0] if found and found[0]["done"] else None
+
+    drill = await wait_for(drilled, timeout_s=60, interval_s=0.2)
+    assert drill["status"] == "succeeded" and drill["from_state"] == "secondary-active"
+    assert [s["status"] for s in drill["report"]["steps"][:3]] == ["succeeded"] * 3
