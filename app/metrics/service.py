@@ -19,7 +19,7 @@ others: each (pair, state) series lives as long as the pair, so `for:` clauses a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from prometheus_client import generate_latest
@@ -30,7 +30,7 @@ from sqlmodel import col
 
 from app.clusters.models import Cluster
 from app.columns import utcnow
-from app.domain.plans import UNFINISHED, OperationStatus
+from app.domain.plans import UNFINISHED, OperationKind, OperationStatus
 from app.domain.states import ClusterState
 from app.metrics.process import OrgView
 from app.operations.models import Operation
@@ -51,6 +51,10 @@ HELP = {
     "step measures it",
     "tandem_pair_rto_target_seconds": "The pair's recovery time objective, where set",
     "tandem_pair_rpo_target_seconds": "The pair's recovery point objective, where set",
+    "tandem_last_drill_success_timestamp": "When the pair's last successful drill finished, "
+    "in seconds since the epoch; 0 for a pair with a drill schedule that never had one; "
+    "absent for a pair with neither",
+    "tandem_pair_drill_every_days": "The pair's drill schedule (drill_every_days), where set",
     "tandem_operations_in_progress": "Operations not done yet (queued, running or cancelling)",
     "tandem_operations_needing_attention": "Failed operations that left their pair "
     "mid-switch: an operator must retry them",
@@ -73,6 +77,9 @@ class Pair:
     rpo_target_s: float | None
     # (cloud_region, seconds) of the last replication lag measured into a region.
     lag: tuple[str, float] | None = None
+    drill_every_days: int | None = None
+    # When its last successful drill finished.
+    last_drill_success: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,16 @@ async def render(session: AsyncSession, org_id: str) -> bytes:
 
 
 async def read(session: AsyncSession, org_id: str) -> Snapshot:
+    last_drill = (
+        select(func.max(col(Operation.finished_at)))
+        .where(
+            col(Operation.cluster_id) == col(Cluster.id),
+            col(Operation.kind) == OperationKind.DRILL.value,
+            col(Operation.status) == OperationStatus.SUCCEEDED.value,
+        )
+        .correlate(Cluster)
+        .scalar_subquery()
+    )
     rows = await session.execute(
         select(
             col(Cluster.name),
@@ -106,6 +123,8 @@ async def read(session: AsyncSession, org_id: str) -> Snapshot:
             col(Cluster.rpo_target_s),
             col(Cluster.readiness)["replication_lag"]["cloud_region"].as_string(),
             col(Cluster.readiness)["replication_lag"]["seconds"].as_float(),
+            col(Cluster.drill_every_days),
+            last_drill,
         )
         .where(col(Cluster.org_id) == org_id)
         .order_by(col(Cluster.name))
@@ -120,6 +139,8 @@ async def read(session: AsyncSession, org_id: str) -> Snapshot:
             rto,
             rpo,
             (lag_region, lag_s) if lag_region is not None and lag_s is not None else None,
+            every_days,
+            _aware(drilled),
         )
         for (
             name,
@@ -134,6 +155,8 @@ async def read(session: AsyncSession, org_id: str) -> Snapshot:
             rpo,
             lag_region,
             lag_s,
+            every_days,
+            drilled,
         ) in rows
     ]
 
@@ -181,6 +204,11 @@ async def read(session: AsyncSession, org_id: str) -> Snapshot:
     )
 
 
+def _aware(at: datetime | None) -> datetime | None:
+    """A timestamp read through an aggregate, as aware UTC on every backend."""
+    return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
+
+
 def _age(since: datetime | None, now: datetime) -> float:
     return max((now - since).total_seconds(), 0.0) if since is not None else 0.0
 
@@ -221,6 +249,15 @@ def exposition(snapshot: Snapshot) -> str:
         if pair.rpo_target_s is not None:
             rpo.append(
                 f'tandem_pair_rpo_target_seconds{{pair="{name}"}} {_number(pair.rpo_target_s)}'
+            )
+        if pair.last_drill_success is not None or pair.drill_every_days is not None:
+            drilled = pair.last_drill_success.timestamp() if pair.last_drill_success else 0.0
+            lines["tandem_last_drill_success_timestamp"].append(
+                f'tandem_last_drill_success_timestamp{{pair="{name}"}} {floatToGoString(drilled)}'
+            )
+        if pair.drill_every_days is not None:
+            lines["tandem_pair_drill_every_days"].append(
+                f'tandem_pair_drill_every_days{{pair="{name}"}} {_number(pair.drill_every_days)}'
             )
         if pair.lag is not None:
             lines["tandem_replication_lag_seconds"].append(

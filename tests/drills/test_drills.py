@@ -6,13 +6,18 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 import httpx
+import pytest
+from prometheus_client.samples import Sample
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.drills import service as drill_service
+from app.metrics.service import Pair as MetricPair
+from app.metrics.service import Snapshot, exposition
 from tests import pg_servers as servers
 from tests.actions.test_postgres import database_pair, fetch, new_table
 from tests.helpers import (
@@ -24,6 +29,7 @@ from tests.helpers import (
     wait_done,
     wait_for,
 )
+from tests.metrics.test_metrics import samples, scrape
 from tests.pg_servers import PgPair
 from tests.receiver import Receiver
 from tests.runbook import Reply, Runbook
@@ -476,3 +482,75 @@ async def test_the_workers_start_one_drill_per_due_pair_and_none_beside_a_switch
     drill = await wait_for(drilled, timeout_s=60, interval_s=0.2)
     assert drill["status"] == "succeeded" and drill["from_state"] == "secondary-active"
     assert [s["status"] for s in drill["report"]["steps"][:3]] == ["succeeded"] * 3
+
+
+# -- the metric ----------------------------------------------------------------------
+
+
+async def test_last_drill_success_timestamp_follows_successful_drills(
+    client: httpx.AsyncClient,
+) -> None:
+    body = pair_body(fail={"preflight": 1})
+    for side, region in (("primary", PRIMARY), ("secondary", SECONDARY)):
+        body[side]["region"] = region
+    created = await client.post("/v1/clusters", json=body)
+    assert created.status_code == 201, created.text
+    pair = created.json()
+
+    async def drilled() -> list[Sample]:
+        found = samples(await scrape(client))
+        return [
+            s
+            for s in found
+            if s.name in ("tandem_last_drill_success_timestamp", "tandem_pair_drill_every_days")
+            and s.labels == {"pair": pair["name"]}
+        ]
+
+    assert await drilled() == []  # no schedule, never drilled
+    # A failed drill (the simulated driver's injected failure, rehearsed) counts for nothing.
+    failed = await wait_done(client, (await start_drill(client, pair["id"])).json()["id"])
+    assert failed["status"] == "failed" and failed["report"]["failed_step"] == "preflight"
+    assert await drilled() == []
+    patched = await client.patch(f"/v1/clusters/{pair['id']}", json={"driver": {}})
+    assert patched.status_code == 200, patched.text
+    drill = await wait_done(client, (await start_drill(client, pair["id"])).json()["id"])
+    assert drill["status"] == "succeeded", drill
+    [sample] = await drilled()
+    finished = datetime.fromisoformat(drill["finished_at"]).timestamp()
+    assert sample.name == "tandem_last_drill_success_timestamp"
+    assert sample.value == pytest.approx(finished, abs=0.001)
+    # A schedule is shown beside it (the drill just started makes the pair not due).
+    await client.patch(f"/v1/clusters/{pair['id']}", json={"drill_every_days": 30})
+    shown = {s.name: s.value for s in await drilled()}
+    assert shown == {
+        "tandem_last_drill_success_timestamp": pytest.approx(finished, abs=0.001),
+        "tandem_pair_drill_every_days": 30,
+    }
+
+
+def test_a_scheduled_pair_never_drilled_shows_zero() -> None:
+    """0 (the epoch) for a pair with a schedule and no successful drill yet, so that the
+    alert on untested pairs fires for it; nothing for a pair with neither."""
+    base = dict(
+        state="primary-active",
+        active_region="a",
+        sides=(("aws", "a"), ("aws", "b")),
+        ready=None,
+        rto_target_s=None,
+        rpo_target_s=None,
+    )
+    snapshot = Snapshot(
+        pairs=[
+            MetricPair(name="scheduled", drill_every_days=7, **base),  # type: ignore[arg-type]
+            MetricPair(name="plain", **base),  # type: ignore[arg-type]
+        ],
+        in_progress=0,
+        needing_attention=0,
+        oldest_running_s=0,
+        oldest_pending_s=0,
+    )
+    found = samples(exposition(snapshot))
+    assert [(s.name, s.labels["pair"], s.value) for s in found if "drill" in s.name] == [
+        ("tandem_last_drill_success_timestamp", "scheduled", 0.0),
+        ("tandem_pair_drill_every_days", "scheduled", 7.0),
+    ]

@@ -32,6 +32,8 @@ DATABASE_FAMILIES = {
     "tandem_operations_needing_attention": "gauge",
     "tandem_operation_oldest_running_seconds": "gauge",
     "tandem_webhook_oldest_pending_seconds": "gauge",
+    "tandem_last_drill_success_timestamp": "gauge",
+    "tandem_pair_drill_every_days": "gauge",
 }
 # Counted by the process that did the work: on the API and on each worker's health port.
 PROCESS_FAMILIES = {
