@@ -123,6 +123,8 @@ def finish(api: Api, operation: dict[str, Any], output: Output) -> None:
     if output is Output.json:
         show.emit_json(final)
     else:
+        if final.get("report"):
+            show.out.print(show.drill_summary(final))
         show.out.print(
             Text.assemble(f"{final['kind']} {op_id} ", show.status_text(final["status"]))
         )
@@ -312,6 +314,26 @@ def failback(
         "failback", pair, reason, forced, accept_data_loss, ignore_readiness, dry_run, wait,
         yes, idempotency_key, url, token, output,
     )  # fmt: skip
+
+
+@app.command()
+@handled
+def drill(
+    pair: Pair,
+    reason: Reason = None,
+    wait: Wait = False,
+    idempotency_key: Key = None,
+    url: Url = "",
+    token: Token = "",
+    output: OutputOpt = Output.text,
+) -> None:
+    """Rehearse the pair's next failover (or failback) without moving anything: drill
+    actions and readiness probes, then the plan's cleanup. --wait shows its report."""
+    api = Api(url, token)
+    found = api.find_pair(pair)
+    body = {"reason": reason} if reason else None
+    operation = api.post(f"/v1/clusters/{found['id']}/drills", body, key=new_key(idempotency_key))
+    started(api, operation, output, wait)
 
 
 # -- operations -------------------------------------------------------------------------

@@ -294,3 +294,40 @@ def batch_view(batch: dict[str, Any]) -> Group:
             pair["detail"] or "",
         )
     return Group(batch_line(batch), table)
+
+
+def drill_summary(op: dict[str, Any]) -> Group:
+    """What a drill found: the expected RTO, the lag seen, each step's rehearsal, and the
+    readiness checks that failed."""
+    report = op.get("report") or {}
+    rto = report.get("expected_rto_s")
+    lines: list[Any] = [
+        Text(
+            "expected RTO: "
+            + (f"{rto:g} s" if rto is not None else "unknown")
+            + (
+                f" (not measured: {', '.join(report['unmeasured_steps'])})"
+                if rto is not None and report.get("unmeasured_steps")
+                else ""
+            )
+        )
+    ]
+    lag = report.get("replication_lag")
+    if lag:
+        lines.append(Text(f"replication lag: {lag.get('bytes')} bytes, {lag.get('seconds')} s"))
+    table = Table("step", "rehearsal", "status", "duration", box=None)
+    for step in [*report.get("steps", []), *report.get("cleanup", [])]:
+        duration = step.get("duration_s")
+        table.add_row(
+            step["name"],
+            step["rehearsal"],
+            status_text(step["status"]),
+            f"{duration:g} s" if duration is not None else "",
+        )
+    lines.append(table)
+    for check in report.get("readiness", []):
+        if not check.get("ok"):
+            lines.append(
+                Text(f"not ready: {check['step']}/{check['name']}: {check['detail']}", "red")
+            )
+    return Group(*lines)
