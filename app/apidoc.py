@@ -40,6 +40,11 @@ TAGS: list[dict[str, Any]] = [
     {"name": "access", "description": "API tokens, who am I, the audit log"},
     {"name": "health", "description": "Liveness, readiness and Prometheus metrics"},
     {"name": "batches", "description": "Many operations as one request: a region's evacuation"},
+    {
+        "name": "reports",
+        "description": "Evidence for auditors: a pair's operations, objectives and readiness "
+        "over a period, as JSON or PDF",
+    },
 ]
 
 # No licence file ships with Tandem: the document says so rather than guess one.

@@ -5,6 +5,7 @@ Problem                         500 internal
 │   ├── IdempotencyKeyMissing   400 idempotency_key_missing
 │   └── MalformedBody           400 malformed_body
 ├── NotFound                    404 not_found
+├── NotAcceptable               406 not_acceptable  (names the media types the route serves)
 ├── Conflict                    409 conflict
 │   ├── InvalidTransition       409 invalid_transition  (names state and allowed actions)
 │   ├── OperationInProgress     409 operation_in_progress
@@ -101,6 +102,10 @@ class SecondPersonRequired(Forbidden):
 
 class NotFound(Problem):
     status, code, title = 404, "not_found", "Not found"
+
+
+class NotAcceptable(Problem):
+    status, code, title = 406, "not_acceptable", "No acceptable representation"
 
 
 class Conflict(Problem):

@@ -36,6 +36,7 @@ from app.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from app.operations import api as operations
 from app.problems import ProblemDetails, problems
 from app.readiness import api as readiness
+from app.reports import api as reports
 from app.secrets import api as secrets
 from app.ui import pages as ui
 from app.webhooks import api as webhooks
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.include_router(events.router)
     app.include_router(webhooks.router)
     app.include_router(batches.router)
+    app.include_router(reports.router)
     # The web page: templates on the public API, and its scripts (no build step).
     app.include_router(ui.router)
     app.mount("/ui/static", StaticFiles(directory=ui.STATIC), name="ui-static")

@@ -24,6 +24,7 @@ _DESCRIPTIONS = {
     401: "No token, or an unknown, expired or revoked one",
     403: "The token's role does not allow this",
     404: "Not found",
+    406: "None of the media types in Accept can be served (the problem names those that can)",
     409: "Conflict with the current state (names it and the allowed actions)",
     412: "If-Match does not match the current version",
     413: "The request body is over 1 MiB",

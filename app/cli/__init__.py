@@ -1,8 +1,8 @@
 """The `tandem` command.
 
-The incident commands (pairs, status, failover, failback, op, events, deployments) talk to
-a Tandem server over its HTTP API only, with TANDEM_URL and TANDEM_TOKEN. The commands
-that run Tandem itself (serve, worker, migrate, tokens, orgs, secrets) live in
+The incident commands (pairs, status, failover, failback, op, events, deployments, report)
+talk to a Tandem server over its HTTP API only, with TANDEM_URL and TANDEM_TOKEN. The
+commands that run Tandem itself (serve, worker, migrate, tokens, orgs, secrets) live in
 app/cli/server.py and are added to the same group.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -488,6 +489,61 @@ def deployments(
         show.emit_json(listed["items"])
     else:
         show.out.print(show.deployments_table(found, listed["items"]))
+
+
+# -- the evidence report ------------------------------------------------------------------
+
+
+class ReportOutput(StrEnum):
+    json = "json"
+    pdf = "pdf"
+
+
+Since = Annotated[
+    str | None,
+    typer.Option(
+        "--from", help="RFC 3339 (e.g. 2026-01-01T00:00:00Z); default: --to less 90 days."
+    ),
+]
+Until = Annotated[
+    str | None, typer.Option("--to", help="RFC 3339, excluded from the period; default: now.")
+]
+
+
+@app.command()
+@handled
+def report(
+    pair: Pair,
+    since: Since = None,
+    until: Until = None,
+    url: Url = "",
+    token: Token = "",
+    output: Annotated[
+        ReportOutput,
+        typer.Option(
+            "--output", "-o", help="json (the API's report, indented) or pdf (redirect it)."
+        ),
+    ] = ReportOutput.json,
+) -> None:
+    """The pair's evidence report for auditors: its failovers, failbacks, drills and
+    deployment retries of a period, objectives and readiness; on stdout (`> report.pdf`)."""
+    # Like curl, binary output is not written to a terminal: it would garble it.
+    if output is ReportOutput.pdf and sys.stdout.isatty():
+        raise CliError(
+            "refusing to write a PDF to the terminal: redirect it, e.g. "
+            f"`tandem report {pair} --output pdf > report.pdf`",
+            USAGE,
+        )
+    api = Api(url, token)
+    found = api.find_pair(pair)
+    params = {name: value for name, value in (("from", since), ("to", until)) if value}
+    path = f"/v1/clusters/{found['id']}/report"
+    if output is ReportOutput.pdf:
+        body = api.download(path, "application/pdf", params=params)
+        sys.stdout.buffer.write(body)
+        sys.stdout.buffer.flush()
+        return
+    show.emit_json(api.get(path, **params))
 
 
 # -- evacuating a region ------------------------------------------------------------------

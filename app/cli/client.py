@@ -110,6 +110,19 @@ class Api:
         except ValueError:
             raise CliError(f"not a JSON answer from {response.request.url}") from None
 
+    def download(self, path: str, media_type: str, params: dict[str, Any] | None = None) -> bytes:
+        """The body of a successful GET asked for as `media_type` (a PDF), as bytes."""
+        try:
+            response = self.http.get(path, params=params, headers={"Accept": media_type})
+        except httpx.TransportError as exc:
+            raise CliError(f"cannot reach {self.http.base_url}: {exc}") from None
+        if response.status_code != 200:
+            raise CliError(problem_message(response), exit_code_of(response.status_code))
+        found = response.headers.get("content-type", "").split(";")[0].strip()
+        if found != media_type:
+            raise CliError(f"asked {response.request.url} for {media_type}, got {found or '-'}")
+        return response.content
+
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params or None)
 

@@ -144,6 +144,10 @@ async def _cluster_events(w: World) -> Call:
     return Call("GET", f"/v1/clusters/{await w.cluster()}/events")
 
 
+async def _report(w: World) -> Call:
+    return Call("GET", f"/v1/clusters/{await w.failed_over()}/report")
+
+
 async def _put_secret(w: World) -> Call:
     return Call("PUT", f"/v1/clusters/{await w.cluster()}/secrets/token", json={"value": "v"})
 
@@ -329,6 +333,7 @@ MATRIX: dict[tuple[str, str], tuple[str, Build, set[int]]] = {
     ("POST", "/v1/clusters/{cluster_id}/drills"): ("operator", _drill, {202}),
     ("GET", "/v1/clusters/{cluster_id}/events"): ("viewer", _cluster_events, {200}),
     ("GET", "/v1/clusters/{cluster_id}/readiness"): ("viewer", _readiness, {200}),
+    ("GET", "/v1/clusters/{cluster_id}/report"): ("viewer", _report, {200}),
     ("GET", "/v1/clusters/{cluster_id}/deployments"): ("viewer", _deployments, {200}),
     ("POST", "/v1/clusters/{cluster_id}/deployments/retry"): (
         "operator",
