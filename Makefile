@@ -36,7 +36,7 @@ lint: install
 test: install lint
 	@for db in $$($(BIN)/python -m tests.backends); do \
 	  echo "=== test suite on $$db ==="; \
-	  TANDEM_TEST_DB=$$db $(BIN)/pytest -q -p no:cacheprovider --durations=15 || exit 1; \
+	  TANDEM_TEST_DB=$$db $(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadgroup --durations=15 || exit 1; \
 	done
 
 openapi: install

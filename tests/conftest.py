@@ -47,6 +47,25 @@ def pytest_report_header() -> list[str]:
     return [f"tandem: database backend {BACKEND}"]
 
 
+# `make test` runs the suite in two processes (pytest-xdist, `--dist loadgroup`); every
+# test that needs one of these starts it in the same process, so it starts once per run:
+# fixtures of the whole run (a real Airflow, PostgreSQL servers, Chromium, many processes)...
+ONCE_PER_RUN_FIXTURES = ("airflow", "pg_servers", "browser", "fleet")
+# ...and modules whose module-wide fixture is costly (a virtualenv built, a client generated).
+ONCE_PER_RUN_MODULES = ("test_container", "test_generated_client", "test_chart")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = next((f for f in ONCE_PER_RUN_FIXTURES if f in item.fixturenames), None)
+        module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+        if group is None and module in ONCE_PER_RUN_MODULES:
+            group = module
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def tmp_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("tandem")
