@@ -209,10 +209,11 @@ async def pairs(
 async def _live(api: Api, cluster_id: str) -> dict[str, Any]:
     """What the live part of the tab shows: the pair, its last operation, readiness and
     deployments."""
-    cluster, readiness, deployments = await asyncio.gather(
+    cluster, readiness, deployments, drills = await asyncio.gather(
         api.get(f"/v1/clusters/{cluster_id}"),
         api.get(f"/v1/clusters/{cluster_id}/readiness"),
         api.get(f"/v1/clusters/{cluster_id}/deployments"),
+        api.get("/v1/operations", cluster_id=cluster_id, kind="drill", page_size=1),
     )
     operation = None
     if cluster.get("last_operation_id"):
@@ -222,6 +223,7 @@ async def _live(api: Api, cluster_id: str) -> dict[str, Any]:
         "operation": operation,
         "readiness": readiness,
         "deployments": deployments["items"],
+        "drill": drills["items"][0] if drills["items"] else None,
     }
 
 
@@ -310,6 +312,24 @@ async def preview(
 
 
 # Forms that change something
+
+
+@router.post("/pairs/{cluster_id}/drills", response_class=HTMLResponse)
+async def run_drill(request: Request, cluster_id: str, csrf_token: CsrfToken = "") -> Response:
+    """A drill moves nothing, so it needs no typed confirmation (as `tandem drill`)."""
+    checked = await _form_session(request, csrf_token)
+    if isinstance(checked, HTMLResponse):
+        return checked
+    try:
+        async with Api(request.app, checked.token) as api:
+            await api.post(
+                f"/v1/clusters/{cluster_id}/drills",
+                {},
+                idempotency_key=new_idempotency_key(),
+            )
+    except ApiError as exc:
+        return await _pair_page(request, checked, cluster_id, error=exc, status_code=exc.status)
+    return _back_to(cluster_id)
 
 
 @router.post("/pairs/{cluster_id}/{kind}", response_class=HTMLResponse)

@@ -225,3 +225,30 @@ async def test_evacuate_a_region_from_its_view(
         state = (await client.get(f"/v1/clusters/{pair['id']}")).json()["state"]
         assert state == "secondary-active"
     assert await axe_violations(page) == [], "the batch view"
+
+
+async def test_run_a_drill_on_the_dr_tab_and_read_its_report(
+    page: Page, client: httpx.AsyncClient, live_stack: Stack
+) -> None:
+    """**Run drill** needs no typed name (it moves nothing); its report arrives live."""
+    pair = await create_cluster(client, step_delay_ms=20)
+    await open_pair(page, live_stack.base_url, ADMIN_TOKEN, pair["name"])
+    status = page.get_by_role("status")
+    await expect(status).to_have_text("Primary region active: us-east-1")
+    await page.get_by_role("button", name="Run drill").click()
+
+    report = page.locator("#drill-report")
+    await expect(report.get_by_role("heading", level=2)).to_have_text("Last drill succeeded")
+    await expect(report).to_contain_text(re.compile(r"Expected RTO\s*\d+\.\d s"))
+    steps = page.get_by_role("table", name="Drill steps")
+    await expect(steps.locator("[data-drill-step=preflight]")).to_contain_text("succeeded")
+    await expect(status).to_have_text("Primary region active: us-east-1")
+    await expect(page.get_by_role("button", name="Run drill")).to_be_enabled()
+    assert await axe_violations(page) == [], "the drill's report"
+
+    operations = (await client.get("/v1/operations", params={"cluster_id": pair["id"]})).json()
+    assert [(op["kind"], op["status"]) for op in operations["items"]] == [("drill", "succeeded")]
+    shown = await report.get_attribute("data-operation-id")
+    assert shown == operations["items"][0]["id"]
+    cluster = (await client.get(f"/v1/clusters/{pair['id']}")).json()
+    assert (cluster["state"], cluster["active_region"]) == ("primary-active", "us-east-1")
