@@ -834,8 +834,9 @@ class Executor:
                 events.append(("operation.cancelled", {**ref, "rolled_back": False}))
             else:
                 assert problem is not None
-                events.append(_failed(run.operation, problem, needs_attention=False))
-                events[-1][1]["rolled_back"] = False
+                # Nothing to roll back: a drill changed nothing.
+                failed_type, failed_data = _failed(run.operation, problem, needs_attention=False)
+                events.append((failed_type, {**failed_data, "rolled_back": False}))
             events.append(
                 (
                     "drill.finished",
