@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -425,6 +426,8 @@ def test_the_image_runs_a_worker_and_its_healthcheck_sees_it(
         "TANDEM_HOST": "127.0.0.1",
         "TANDEM_DATABASE_URL": database_url,
         "TANDEM_REDIS_URL": redis_url,
+        # The run's Redis database is shared with its other tests: keys of this worker's own.
+        "TANDEM_REDIS_PREFIX": f"tandem-image-{uuid.uuid4().hex[:8]}",
         "TANDEM_WORKER_HEALTH_PORT": str(health_port),
     }
     log = (tmp_path / "worker.log").open("wb")
