@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
@@ -103,6 +103,9 @@ class _Run:
     plan: list[StepPlan]
     # A step that succeeded, written with the next boundary's transaction.
     finished: tuple[int, Output] | None = None
+    # The lease epoch this run acquired: every write checks it, so a run whose lease was
+    # taken over (by another worker, or by another job of this same worker) writes nothing.
+    epoch: int = 0
 
     def view(self) -> OperationView:
         return OperationView(
@@ -138,10 +141,11 @@ class Executor:
 
     # -- lease ---------------------------------------------------------------
 
-    async def acquire(self, operation_id: str) -> bool:
+    async def acquire(self, operation_id: str) -> int | None:
+        """Take the lease when it is free or has run out: the new lease epoch, or None."""
         now = utcnow()
         async with unit_of_work(self._sessions) as session:
-            result = await session.execute(
+            epoch = await session.scalar(
                 update(Operation)
                 .where(
                     col(Operation.id) == operation_id,
@@ -156,9 +160,10 @@ class Executor:
                     lease_expires_at=now + self._ttl,
                     lease_epoch=Operation.lease_epoch + 1,
                 )
+                .returning(col(Operation.lease_epoch))
                 .execution_options(synchronize_session=False)
             )
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        return None if epoch is None else int(epoch)
 
     async def _hold(self, session: AsyncSession, run: _Run) -> OperationStatus:
         """Renew the lease inside `session`'s transaction and lock the operation's row;
@@ -169,6 +174,7 @@ class Executor:
                 .where(
                     col(Operation.id) == run.operation.id,
                     col(Operation.lease_owner) == self._owner,
+                    col(Operation.lease_epoch) == run.epoch,
                 )
                 .values(lease_expires_at=utcnow() + self._ttl, updated_at=utcnow())
                 .returning(col(Operation.status), col(Operation.wake_at))
@@ -180,11 +186,18 @@ class Executor:
         run.operation.status, run.operation.wake_at = str(row[0]), row[1]
         return OperationStatus(row[0])
 
-    async def _renew(self, operation_id: str) -> None:
+    def _ours(self, operation_id: str, epoch: int) -> Any:
+        return and_(
+            col(Operation.id) == operation_id,
+            col(Operation.lease_owner) == self._owner,
+            col(Operation.lease_epoch) == epoch,
+        )
+
+    async def _renew(self, operation_id: str, epoch: int) -> None:
         async with unit_of_work(self._sessions) as session:
             renewed = await session.scalar(
                 update(Operation)
-                .where(col(Operation.id) == operation_id, col(Operation.lease_owner) == self._owner)
+                .where(self._ours(operation_id, epoch))
                 .values(lease_expires_at=utcnow() + self._ttl)
                 .returning(col(Operation.id))
                 .execution_options(synchronize_session=False)
@@ -192,20 +205,20 @@ class Executor:
         if renewed is None:
             raise LeaseLost(operation_id)
 
-    async def _release(self, operation_id: str) -> int | None:
+    async def _release(self, operation_id: str, epoch: int) -> int | None:
         """Give the lease back; the lease epoch, or None when it was not ours any more."""
         async with unit_of_work(self._sessions) as session:
-            epoch = await session.scalar(
+            released = await session.scalar(
                 update(Operation)
-                .where(col(Operation.id) == operation_id, col(Operation.lease_owner) == self._owner)
+                .where(self._ours(operation_id, epoch))
                 .values(lease_owner=None, lease_expires_at=None)
                 .returning(col(Operation.lease_epoch))
                 .execution_options(synchronize_session=False)
             )
-        return None if epoch is None else int(epoch)
+        return None if released is None else int(released)
 
     async def _heartbeat(
-        self, operation_id: str, work: asyncio.Future[Any], stop: asyncio.Event
+        self, operation_id: str, epoch: int, work: asyncio.Future[Any], stop: asyncio.Event
     ) -> None:
         """Renew the lease every third of its time until `stop` is set. It is stopped, not
         cancelled: a renewal cut off mid-statement could leave its connection in a
@@ -218,7 +231,7 @@ class Executor:
             except TimeoutError:
                 pass
             try:
-                await self._renew(operation_id)
+                await self._renew(operation_id, epoch)
             except LeaseLost:
                 log.warning("lost the lease on %s; stopping", operation_id)
                 work.cancel()
@@ -228,11 +241,12 @@ class Executor:
 
     async def run(self, operation_id: str) -> bool:
         """Carry the operation as far as it goes. False when another worker holds it."""
-        if not await self.acquire(operation_id):
+        held = await self.acquire(operation_id)
+        if held is None:
             return False
-        work = asyncio.ensure_future(self._drive(operation_id))
+        work = asyncio.ensure_future(self._drive(operation_id, held))
         stop = asyncio.Event()
-        beat = asyncio.ensure_future(self._heartbeat(operation_id, work, stop))
+        beat = asyncio.ensure_future(self._heartbeat(operation_id, held, work, stop))
         wake_at: datetime | None = None
         try:
             wake_at = await work
@@ -247,7 +261,7 @@ class Executor:
             # A renewal under way finishes (or fails) on its own before the lease goes back.
             with contextlib.suppress(Exception):
                 await asyncio.shield(beat)
-            epoch = await self._release(operation_id)
+            epoch = await self._release(operation_id, held)
         if wake_at is not None and epoch is not None and self._enqueue_at is not None:
             # Parked: the slot is free now; the queue (or the sweeper) brings it back.
             await self._enqueue_at(operation_id, epoch, wake_at)
@@ -255,9 +269,9 @@ class Executor:
 
     # -- the loop ------------------------------------------------------------
 
-    async def _drive(self, operation_id: str) -> datetime | None:
+    async def _drive(self, operation_id: str, epoch: int) -> datetime | None:
         """Run moves until the operation is finished (None) or parked (when to resume)."""
-        run = await self._load(operation_id)
+        run = await self._load(operation_id, epoch)
         if run is None:
             return None
         if run.operation.status == OperationStatus.QUEUED.value and await self._side_unfinished(
@@ -297,7 +311,7 @@ class Executor:
                     await self._end_drill(run)
                     return None
 
-    async def _load(self, operation_id: str) -> _Run | None:
+    async def _load(self, operation_id: str, epoch: int) -> _Run | None:
         async with unit_of_work(self._sessions) as session:
             operation = await session.get(Operation, operation_id, populate_existing=True)
             if operation is None or operation.done:
@@ -310,7 +324,7 @@ class Executor:
                 if operation.plan
                 else plan_for(cluster.driver, cluster.plan, operation.kind, cluster.deployments)
             )
-            run = _Run(operation=operation, cluster=cluster, steps=steps, plan=plan)
+            run = _Run(operation=operation, cluster=cluster, steps=steps, plan=plan, epoch=epoch)
             await self._hold(session, run)
         return run
 
