@@ -96,8 +96,26 @@ async def wait_for_task(
             return ti
         if time.monotonic() > deadline:
             fields = {k: ti.get(k) for k in ("state", "try_number", "start_date", "end_date")}
-            pytest.fail(f"{what}: not in {TASK_TIMEOUT_S} s; {fields}\n{airflow.log_tail(80)}")
+            pytest.fail(
+                f"{what}: not in {TASK_TIMEOUT_S} s; {fields}\n"
+                f"{await _airflow_state(airflow, api, dag_id, run_id)}\n{airflow.log_tail(80)}"
+            )
         await asyncio.sleep(0.5)
+
+
+async def _airflow_state(airflow: Airflow, api: httpx.AsyncClient, dag_id: str, run_id: str) -> str:
+    """What a task that does not run may be waiting for: its run, its DAG, the scheduler."""
+    run = (await api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")).json()
+    health = (await api.get("/api/v2/monitor/health")).json()
+    scheduler = [
+        line
+        for line in airflow.log_tail(5000).splitlines()
+        if line.startswith(("scheduler", "triggerer"))
+    ][-15:]
+    return (
+        f"run state {run.get('state')!r}, DAG paused {await is_paused(api, dag_id)}, "
+        f"health {health}\nthe scheduler's last lines:\n" + "\n".join(scheduler)
+    )
 
 
 async def wait_for_run_state(
