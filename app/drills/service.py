@@ -21,13 +21,11 @@ from app.actions import registry
 from app.clusters import service as cluster_service
 from app.clusters.models import Cluster
 from app.clusters.transitions import emit_event
-from app.columns import new_id, utcnow
-from app.db import after_commit, unit_of_work
+from app.columns import utcnow
+from app.db import unit_of_work
 from app.domain import drills
 from app.domain.plans import (
-    Lane,
     OperationKind,
-    OperationStatus,
     StepPlan,
     cleanup_steps,
     plan_for,
@@ -94,32 +92,14 @@ async def start(
             f"cluster is {state.value} (its last operation left it mid-switch): "
             "retry that operation first",
         )
-    plan = plan_of(cluster, state)
-    operation = await operations.insert(
+    operation = await operations.start_side(
         session,
+        enqueue,
         cluster,
-        Operation(
-            id=new_id("op"),
-            cluster_id=cluster.id,
-            org_id=cluster.org_id,
-            kind=OperationKind.DRILL.value,
-            mode=None,
-            lane=Lane.SIDE.value,
-            status=OperationStatus.QUEUED.value,
-            from_state=state.value,
-            target_state=state.value,
-            reason=reason,
-            requested_by=requested_by,
-            plan=[step.to_dict() for step in plan],
-        ),
-        plan,
-        None,
-    )
-    await emit_event(
-        session,
-        cluster.id,
-        "operation.created",
-        {"operation_id": operation.id, "kind": operation.kind, "mode": None, "batch_id": None},
+        OperationKind.DRILL,
+        plan_of(cluster, state),
+        requested_by=requested_by,
+        reason=reason,
     )
     await emit_event(
         session,
@@ -133,8 +113,6 @@ async def start(
             "scheduled": scheduled,
         },
     )
-    op_id, epoch = operation.id, operation.lease_epoch
-    after_commit(session, lambda: enqueue(op_id, epoch))
     return operation
 
 

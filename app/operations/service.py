@@ -240,7 +240,32 @@ async def start_retry(
             "no deployment's last validation failed: nothing to retry",
             operation_status=None,
         )
-    plan = retry_plan(names)
+    return await start_side(
+        session,
+        enqueue,
+        cluster,
+        OperationKind.RETRY_DEPLOYMENTS,
+        retry_plan(names),
+        requested_by=requested_by,
+        created={"deployments": names},
+    )
+
+
+async def start_side(
+    session: AsyncSession,
+    enqueue: Enqueue,
+    cluster: Cluster,
+    kind: OperationKind,
+    plan: list[StepPlan],
+    *,
+    requested_by: str | None,
+    reason: str | None = None,
+    created: dict[str, Any] | None = None,
+) -> Operation:
+    """An operation of the side lane (a drill, a deployment retry) on a locked pair in a
+    steady state: it keeps the pair's state, so from and target are that state and it has
+    no mode. Written with its `operation.created` (plus `created`), queued after commit."""
+    state = cluster.state
     operation = await insert(
         session,
         cluster,
@@ -248,12 +273,13 @@ async def start_retry(
             id=new_id("op"),
             cluster_id=cluster.id,
             org_id=cluster.org_id,
-            kind=OperationKind.RETRY_DEPLOYMENTS.value,
+            kind=kind.value,
             mode=None,
             lane=Lane.SIDE.value,
             status=OperationStatus.QUEUED.value,
-            from_state=state.value,
-            target_state=state.value,
+            from_state=state,
+            target_state=state,
+            reason=reason,
             requested_by=requested_by,
             plan=[step.to_dict() for step in plan],
         ),
@@ -268,7 +294,8 @@ async def start_retry(
             "operation_id": operation.id,
             "kind": operation.kind,
             "mode": None,
-            "deployments": names,
+            "batch_id": None,
+            **(created or {}),
         },
     )
     op_id, epoch = operation.id, operation.lease_epoch

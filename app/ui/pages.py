@@ -317,15 +317,18 @@ async def preview(
 @router.post("/pairs/{cluster_id}/drills", response_class=HTMLResponse)
 async def run_drill(request: Request, cluster_id: str, csrf_token: CsrfToken = "") -> Response:
     """A drill moves nothing, so it needs no typed confirmation (as `tandem drill`)."""
+    return await _start_side(request, cluster_id, csrf_token, "drills")
+
+
+async def _start_side(request: Request, cluster_id: str, csrf_token: str, path: str) -> Response:
+    """A form that starts an operation of the side lane (nothing to confirm), then the tab."""
     checked = await _form_session(request, csrf_token)
     if isinstance(checked, HTMLResponse):
         return checked
     try:
         async with Api(request.app, checked.token) as api:
             await api.post(
-                f"/v1/clusters/{cluster_id}/drills",
-                {},
-                idempotency_key=new_idempotency_key(),
+                f"/v1/clusters/{cluster_id}/{path}", idempotency_key=new_idempotency_key()
             )
     except ApiError as exc:
         return await _pair_page(request, checked, cluster_id, error=exc, status_code=exc.status)
@@ -398,18 +401,7 @@ async def retry_deployments(
     cluster_id: str,
     csrf_token: CsrfToken = "",
 ) -> Response:
-    checked = await _form_session(request, csrf_token)
-    if isinstance(checked, HTMLResponse):
-        return checked
-    try:
-        async with Api(request.app, checked.token) as api:
-            await api.post(
-                f"/v1/clusters/{cluster_id}/deployments/retry",
-                idempotency_key=new_idempotency_key(),
-            )
-    except ApiError as exc:
-        return await _pair_page(request, checked, cluster_id, error=exc, status_code=exc.status)
-    return _back_to(cluster_id)
+    return await _start_side(request, cluster_id, csrf_token, "deployments/retry")
 
 
 # A region, and its evacuation
