@@ -16,8 +16,13 @@ async def pair(client: httpx.AsyncClient, cluster_id: str) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     listed = await client.get("/v1/clusters", params={"page_size": 100})
-    # The list renders the pair the same way (it may be past the first page: then skip).
-    same = [c for c in listed.json()["items"] if c["id"] == cluster_id]
+    # The list renders the pair the same way (it may be past the first page, or have
+    # changed between the two reads, as a rollback ends: then there is nothing to compare).
+    same = [
+        c
+        for c in listed.json()["items"]
+        if c["id"] == cluster_id and (c["state"], c["version"]) == (body["state"], body["version"])
+    ]
     if same:
         assert same[0]["allowed_actions"] == body["allowed_actions"]
     return body
