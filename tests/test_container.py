@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from tests.backends import backends
 
@@ -421,13 +422,15 @@ def test_the_image_runs_a_worker_and_its_healthcheck_sees_it(
     built: Built, database_url: str, redis_url: str, tmp_path: Path
 ) -> None:
     api_port, health_port = _free_port(), _free_port()
+    # The run's Redis database is shared with its other tests: keys of this worker's own,
+    # removed afterwards (the key-prefix test counts every other key as a stray).
+    prefix = f"tandem-image-{uuid.uuid4().hex[:8]}"
     env = {
         **built.env,
         "TANDEM_HOST": "127.0.0.1",
         "TANDEM_DATABASE_URL": database_url,
         "TANDEM_REDIS_URL": redis_url,
-        # The run's Redis database is shared with its other tests: keys of this worker's own.
-        "TANDEM_REDIS_PREFIX": f"tandem-image-{uuid.uuid4().hex[:8]}",
+        "TANDEM_REDIS_PREFIX": prefix,
         "TANDEM_WORKER_HEALTH_PORT": str(health_port),
     }
     log = (tmp_path / "worker.log").open("wb")
@@ -451,6 +454,9 @@ def test_the_image_runs_a_worker_and_its_healthcheck_sees_it(
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=60)
         log.close()
+        with redis.Redis.from_url(redis_url) as shared:
+            for key in shared.scan_iter(match=f"{prefix}:*"):
+                shared.delete(key)
 
 
 def test_the_image_migrates_a_database(built: Built, tmp_path: Path) -> None:
