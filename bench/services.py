@@ -136,6 +136,9 @@ def own_stack(name: str, workers: int = 1, **env: str) -> Iterator[OwnStack]:
                 # The first API start registers it as the admin token the bench uses.
                 "TANDEM_BOOTSTRAP_TOKEN": token,
                 "TANDEM_RATE_LIMIT_PER_MINUTE": "1000000",
+                # Each worker's health server on a port of its own: on the default port
+                # every worker after the first would fail to bind and exit.
+                "TANDEM_WORKER_HEALTH_PORT": "0",
                 **env,
             },
             log_dir,
@@ -144,6 +147,10 @@ def own_stack(name: str, workers: int = 1, **env: str) -> Iterator[OwnStack]:
         try:
             stack.start()
             yield OwnStack(stack, token, database_url)
+            # A figure measured with fewer workers than it says would be wrong.
+            gone = [w for w in stack.workers if not w.alive()]
+            if gone:
+                raise RuntimeError(f"{len(gone)} worker(s) exited during the run:\n{gone[0].tail()}")
         finally:
             stack.stop()
             clean_redis(redis_url, [f"{prefix}*"])
