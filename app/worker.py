@@ -21,7 +21,7 @@ from app.batches import service as batches
 from app.config import Settings
 from app.context import build_context, redis_settings
 from app.drills import service as drills
-from app.events.notify import EVENTS, Notifier, publish
+from app.events.notify import DELIVERIES, Notifier, publish
 from app.health import worker as health_server
 from app.health.service import Readiness, readiness
 from app.migrations import current_revision, head_revision, schema_usable
@@ -101,10 +101,11 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def dispatch(dispatcher: Dispatcher, notifier: Notifier) -> None:
-    """Run the dispatcher, woken by every commit that appends events (it polls too)."""
+    """Run the dispatcher, woken by every commit that makes webhook deliveries (it polls
+    too); a commit of events no endpoint wants costs it nothing."""
 
     async def relay() -> None:
-        with notifier.watch(EVENTS) as committed:
+        with notifier.watch(DELIVERIES) as committed:
             while True:
                 await committed.wait()
                 committed.clear()

@@ -1,7 +1,8 @@
 """Wake-ups across processes, through Redis pub/sub.
 
 Workers publish an operation's id after each commit that changes it, and any commit
-that appends events publishes on the events channel. Each process keeps one
+that appends events publishes on the events channel (`deliveries` when it made webhook
+deliveries too, which is what wakes the dispatcher; `committed` otherwise). Each process keeps one
 subscription and sets the matching waiters' asyncio events. Waiters re-read the
 database on a timer too, so a lost message only costs latency.
 """
@@ -19,6 +20,10 @@ from redis.asyncio import Redis
 log = logging.getLogger("tandem.notify")
 
 EVENTS = "events"
+DELIVERIES = "deliveries"
+# What a commit publishes on the events channel.
+COMMITTED_MESSAGE = "committed"
+DELIVERIES_MESSAGE = "deliveries"
 
 
 # Channels start with the deployment's Redis prefix (Settings.redis_prefix): pub/sub
@@ -36,7 +41,8 @@ async def publish(redis: Redis, prefix: str, operation_id: str) -> None:
 
 
 class Notifier:
-    """Keys: an operation id, or EVENTS for "new events were committed"."""
+    """Keys: an operation id, EVENTS for "new events were committed", or DELIVERIES for
+    "new webhook deliveries were committed" (set with EVENTS)."""
 
     def __init__(self, redis: Redis, prefix: str) -> None:
         self._redis = redis
@@ -72,6 +78,9 @@ class Notifier:
                         channel = channel.decode()
                     if channel == self._events:
                         self._wake(EVENTS)
+                        data = message.get("data")
+                        if data in (DELIVERIES_MESSAGE, DELIVERIES_MESSAGE.encode()):
+                            self._wake(DELIVERIES)
                     elif isinstance(channel, str) and channel.startswith(self._operations):
                         self._wake(channel[len(self._operations) :])
             except asyncio.CancelledError:
