@@ -5,26 +5,117 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import JSON, bindparam, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.access.models import Organization
 from app.clusters.models import Cluster
-from app.columns import new_id
+from app.columns import UTCDateTime, new_id, utcnow
 from app.coordination import Counter
 from app.db import after_commit
 from app.events.models import Event
+from app.events.notify import COMMITTED_MESSAGE, DELIVERIES_MESSAGE
 from app.events.schemas import EventOut
 from app.pagination import INT64_MAX, decode_int_key, encode_token
-from app.webhooks.fanout import create_deliveries
+from app.webhooks.fanout import delivery_rows, endpoints_for, wanted
+from app.webhooks.models import WebhookDelivery
 
-# Set on a session whose commit should wake the webhook dispatcher and live streams.
+# Set on a session whose commit should wake live streams (and, when it made webhook
+# deliveries, the webhook dispatcher).
 _PUBLISH_FLAG = "tandem_publish_events"
+_DELIVERIES_FLAG = "tandem_publish_deliveries"
 
 
-async def _next(session: AsyncSession, statement: Any) -> int:
-    return int((await session.execute(statement)).scalar_one())
+# On PostgreSQL, the whole append is one call of the function of migration 0015: the
+# counters' row locks are held from there to the commit, so nothing but the COMMIT stands
+# between one writer's numbers and the next writer's.
+_APPEND_PG = text(
+    "SELECT last_sequence, owner_org, last_position, last_org_position FROM "
+    "tandem_append_events(:cluster_id, :org_id, :created_at, :events, :deliveries)"
+).bindparams(
+    bindparam("created_at", type_=UTCDateTime),
+    bindparam("events", type_=JSON),
+    bindparam("deliveries", type_=JSON),
+)
+# On SQLite (one writer at a time), the same steps one statement each.
+_PAIR_SEQ = (
+    update(Cluster)
+    .where(col(Cluster.id) == bindparam("cluster_id"))
+    .values(event_seq=Cluster.event_seq + bindparam("count"))
+    .returning(col(Cluster.event_seq), col(Cluster.org_id))
+)
+_GLOBAL_POSITION = (
+    update(Counter)
+    .where(col(Counter.name) == "events")
+    .values(value=Counter.value + bindparam("count"))
+    .returning(col(Counter.value))
+)
+_ORG_POSITION = (
+    update(Organization)
+    .where(col(Organization.id) == bindparam("org_id"))
+    .values(event_position=Organization.event_position + bindparam("count"))
+    .returning(col(Organization.event_position))
+)
+_INSERT_EVENTS = insert(Event.__table__)  # type: ignore[attr-defined]
+_INSERT_DELIVERIES = insert(WebhookDelivery.__table__)  # type: ignore[attr-defined]
+
+Numbers = tuple[int, str, int, int]
+
+
+async def _append_pg(
+    session: AsyncSession,
+    cluster_id: str | None,
+    org_id: str | None,
+    rows: list[dict[str, Any]],
+    deliveries: list[tuple[int, str]],
+) -> Numbers:
+    found = (
+        await session.execute(
+            _APPEND_PG,
+            {
+                "cluster_id": cluster_id,
+                "org_id": org_id,
+                "created_at": rows[0]["created_at"],
+                "events": [{"id": r["id"], "type": r["type"], "data": r["data"]} for r in rows],
+                "deliveries": [
+                    {"id": new_id("dlv"), "endpoint_id": endpoint_id, "event": index + 1}
+                    for index, endpoint_id in deliveries
+                ],
+            },
+        )
+    ).one()
+    if found[1] is None:
+        raise LookupError(f"no pair {cluster_id} to append events to")
+    return int(found[0]), str(found[1]), int(found[2]), int(found[3])
+
+
+async def _take_numbers(
+    session: AsyncSession, cluster_id: str | None, org_id: str | None, count: int
+) -> Numbers:
+    last_sequence = 0
+    if cluster_id is not None:
+        seq_row = (
+            await session.execute(_PAIR_SEQ, {"cluster_id": cluster_id, "count": count})
+        ).one()
+        last_sequence, org_id = int(seq_row[0]), str(seq_row[1])
+    assert org_id is not None
+    position = (await session.execute(_GLOBAL_POSITION, {"count": count})).scalar_one()
+    org_position = (
+        await session.execute(_ORG_POSITION, {"org_id": org_id, "count": count})
+    ).scalar_one()
+    return last_sequence, org_id, int(position), int(org_position)
+
+
+def _number(rows: list[dict[str, Any]], cluster_id: str | None, numbers: Numbers) -> None:
+    last_sequence, org_id, last_position, last_org_position = numbers
+    count = len(rows)
+    for i, row in enumerate(rows):
+        row["org_id"] = org_id
+        # Events about no pair have sequence 0; a pair's are numbered 1, 2, 3, ...
+        row["sequence"] = last_sequence - count + 1 + i if cluster_id is not None else 0
+        row["position"] = last_position - count + 1 + i
+        row["org_position"] = last_org_position - count + 1 + i
 
 
 async def emit_event(
@@ -34,10 +125,9 @@ async def emit_event(
     data: dict[str, Any],
     *,
     org_id: str | None = None,
-) -> Event:
+) -> None:
     """Append one event in the caller's transaction, with its webhook deliveries."""
-    [event] = await emit_events(session, cluster_id, [(type_, data)], org_id=org_id)
-    return event
+    await emit_events(session, cluster_id, [(type_, data)], org_id=org_id)
 
 
 async def emit_events(
@@ -46,64 +136,44 @@ async def emit_events(
     events: list[tuple[str, dict[str, Any]]],
     *,
     org_id: str | None = None,
-) -> list[Event]:
-    """Append events, in this order, in the caller's transaction, with their deliveries.
+) -> list[dict[str, Any]]:
+    """Append events, in this order, in the caller's transaction, with their deliveries;
+    returns the rows written.
 
     The pair's `event_seq`, the global `events` counter and the organization's
     `event_position` are incremented in place: each locks its row until commit, so numbers
     are handed out in commit order, without gaps, and a rolled-back transaction gives its
     numbers back.
     """
-    count = len(events)
-    last_sequence = 0
-    if cluster_id is not None:
-        row = (
-            await session.execute(
-                update(Cluster)
-                .where(col(Cluster.id) == cluster_id)
-                .values(event_seq=Cluster.event_seq + count)
-                .returning(col(Cluster.event_seq), col(Cluster.org_id))
-                .execution_options(synchronize_session=False)
-            )
-        ).one()
-        last_sequence, org_id = int(row[0]), str(row[1])
-    if org_id is None:
+    if cluster_id is None and org_id is None:
         raise ValueError("an event about no pair needs its organization")
-    last_position = await _next(
-        session,
-        update(Counter)
-        .where(col(Counter.name) == "events")
-        .values(value=Counter.value + count)
-        .returning(col(Counter.value))
-        .execution_options(synchronize_session=False),
-    )
-    last_org_position = await _next(
-        session,
-        update(Organization)
-        .where(col(Organization.id) == org_id)
-        .values(event_position=Organization.event_position + count)
-        .returning(col(Organization.event_position))
-        .execution_options(synchronize_session=False),
-    )
-    appended = [
-        Event(
-            id=new_id("evt"),
-            cluster_id=cluster_id,
-            org_id=org_id,
-            # Events about no pair have sequence 0; a pair's are numbered 1, 2, 3, ...
-            sequence=last_sequence - count + 1 + i if cluster_id is not None else 0,
-            position=last_position - count + 1 + i,
-            org_position=last_org_position - count + 1 + i,
-            type=type_,
-            data=data,
-        )
-        for i, (type_, data) in enumerate(events)
+    if not events:
+        return []
+    endpoints = await endpoints_for(session, org_id, cluster_id)
+    now = utcnow()
+    rows: list[dict[str, Any]] = [
+        {
+            "id": new_id("evt"),
+            "cluster_id": cluster_id,
+            "type": type_,
+            "created_at": now,
+            "data": data,
+        }
+        for type_, data in events
     ]
-    # Core inserts: the event log is append-only and the hot path of every operation.
-    await session.execute(insert(Event), [event.model_dump() for event in appended])
-    await create_deliveries(session, appended)
+    deliveries = wanted(endpoints, rows)
+    if session.get_bind().dialect.name == "postgresql":
+        _number(rows, cluster_id, await _append_pg(session, cluster_id, org_id, rows, deliveries))
+    else:
+        _number(rows, cluster_id, await _take_numbers(session, cluster_id, org_id, len(rows)))
+        # Core inserts: the event log is append-only and the hot path of every operation.
+        await session.execute(_INSERT_EVENTS, rows)
+        if deliveries:
+            await session.execute(_INSERT_DELIVERIES, delivery_rows(deliveries, rows))
+    if deliveries:
+        session.info[_DELIVERIES_FLAG] = True
     _publish_after_commit(session)
-    return appended
+    return rows
 
 
 def _publish_after_commit(session: AsyncSession) -> None:
@@ -114,9 +184,11 @@ def _publish_after_commit(session: AsyncSession) -> None:
 
     async def publish() -> None:
         session.info.pop(_PUBLISH_FLAG, None)
+        made_deliveries = session.info.pop(_DELIVERIES_FLAG, False)
+        message = DELIVERIES_MESSAGE if made_deliveries else COMMITTED_MESSAGE
         # Readers also poll; a lost wake-up costs latency only.
         with contextlib.suppress(Exception):
-            await redis.publish(channel, "committed")
+            await redis.publish(channel, message)
 
     after_commit(session, publish)
 
