@@ -6,14 +6,17 @@ together or not at all (the transactional outbox of DESIGN.md section 4).
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 from sqlmodel import col
 
 from app.clusters.models import Cluster
 from app.columns import utcnow
 from app.domain.states import ClusterState, Trigger, next_state, serves_from_primary
-from app.events.models import Event
 from app.events.service import emit_event
 
 
@@ -28,39 +31,59 @@ async def current_state(session: AsyncSession, cluster_id: str) -> ClusterState:
 
 
 async def apply_transition(
-    session: AsyncSession, cluster_id: str, trigger: Trigger, operation_id: str
-) -> Event:
-    """Move the pair along `trigger` (or raise TransitionRefused) and log the change."""
-    from_state = await current_state(session, cluster_id)
+    session: AsyncSession,
+    cluster_id: str,
+    trigger: Trigger,
+    operation_id: str,
+    events: list[tuple[str, dict[str, Any]]] | None = None,
+) -> None:
+    """Move the pair along `trigger` (or raise TransitionRefused) and log the change: its
+    event is appended now, or added to `events` for the caller to append with its own."""
+    row = (
+        await session.execute(
+            select(col(Cluster.state), col(Cluster.primary), col(Cluster.secondary))
+            .where(col(Cluster.id) == cluster_id)
+            .with_for_update()
+        )
+    ).first()
+    if row is None:
+        raise LookupError(cluster_id)
+    from_state = ClusterState(row[0])
     to_state = next_state(from_state, trigger)
-    cluster = await session.get(Cluster, cluster_id)
-    assert cluster is not None
-    active_region = (
-        cluster.primary["region"] if serves_from_primary(to_state) else cluster.secondary["region"]
-    )
-    result = await session.execute(
+    active_region = str((row[1] if serves_from_primary(to_state) else row[2])["region"])
+    now = utcnow()
+    version = await session.scalar(
         update(Cluster)
-        .where(Cluster.id == cluster_id, Cluster.state == from_state.value)  # type: ignore[arg-type]
+        .where(col(Cluster.id) == cluster_id, col(Cluster.state) == from_state.value)
         .values(
             state=to_state.value,
             active_region=active_region,
             version=Cluster.version + 1,
-            updated_at=utcnow(),
+            updated_at=now,
         )
+        .returning(col(Cluster.version))
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if version is None:
         # The row lock above makes this unreachable unless another writer ignores it.
         raise RuntimeError(f"cluster {cluster_id} changed state under a lock")
-    await session.refresh(cluster)
-    return await emit_event(
-        session,
-        cluster_id,
-        "cluster.state_changed",
-        {
-            "from": from_state.value,
-            "to": to_state.value,
-            "operation_id": operation_id,
-            "active_region": active_region,
-        },
-    )
+    # A copy of the pair this session already holds shows the change (without a query).
+    loaded = session.sync_session.identity_map.get(identity_key(Cluster, cluster_id))
+    if loaded is not None:
+        for name, value in (
+            ("state", to_state.value),
+            ("active_region", active_region),
+            ("version", version),
+            ("updated_at", now),
+        ):
+            set_committed_value(loaded, name, value)
+    changed = {
+        "from": from_state.value,
+        "to": to_state.value,
+        "operation_id": operation_id,
+        "active_region": active_region,
+    }
+    if events is None:
+        await emit_event(session, cluster_id, "cluster.state_changed", changed)
+    else:
+        events.append(("cluster.state_changed", changed))

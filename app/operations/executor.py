@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
@@ -76,6 +76,27 @@ EnqueueAt = Callable[[str, int, datetime], Awaitable[None]]
 Events = list[tuple[str, dict[str, Any]]]
 
 PROBLEM_TYPE = "https://tandem.dev/problems/"
+
+
+# The statements of every step, built once (Core: no ORM bookkeeping on the hot path).
+# An UPDATE with no values() sets the columns named in its parameters.
+_OPERATIONS = Operation.__table__  # type: ignore[attr-defined]
+_STEPS = OperationStep.__table__  # type: ignore[attr-defined]
+_HOLD = (
+    update(_OPERATIONS)
+    .where(
+        _OPERATIONS.c.id == bindparam("b_id"),
+        _OPERATIONS.c.lease_owner == bindparam("b_owner"),
+        _OPERATIONS.c.lease_epoch == bindparam("b_epoch"),
+    )
+    .values(lease_expires_at=bindparam("b_expires"), updated_at=bindparam("b_now"))
+    .returning(_OPERATIONS.c.status, _OPERATIONS.c.wake_at)
+)
+_SET_STEP = update(_STEPS).where(
+    _STEPS.c.operation_id == bindparam("b_operation"),
+    _STEPS.c.position == bindparam("b_position"),
+)
+_SET_OPERATION = update(_OPERATIONS).where(_OPERATIONS.c.id == bindparam("b_id"))
 
 
 class LeaseLost(Exception):
@@ -168,17 +189,17 @@ class Executor:
     async def _hold(self, session: AsyncSession, run: _Run) -> OperationStatus:
         """Renew the lease inside `session`'s transaction and lock the operation's row;
         returns its status. Raises LeaseLost when another worker has taken it over."""
+        now = utcnow()
         row = (
             await session.execute(
-                update(Operation)
-                .where(
-                    col(Operation.id) == run.operation.id,
-                    col(Operation.lease_owner) == self._owner,
-                    col(Operation.lease_epoch) == run.epoch,
-                )
-                .values(lease_expires_at=utcnow() + self._ttl, updated_at=utcnow())
-                .returning(col(Operation.status), col(Operation.wake_at))
-                .execution_options(synchronize_session=False)
+                _HOLD,
+                {
+                    "b_id": run.operation.id,
+                    "b_owner": self._owner,
+                    "b_epoch": run.epoch,
+                    "b_expires": now + self._ttl,
+                    "b_now": now,
+                },
             )
         ).first()
         if row is None:
@@ -461,13 +482,7 @@ class Executor:
         """Write a step's new values; `run.steps[index]` mirrors the row."""
         step = run.steps[index]
         await session.execute(
-            update(OperationStep)
-            .where(
-                col(OperationStep.operation_id) == run.operation.id,
-                col(OperationStep.position) == step.position,
-            )
-            .values(**values)
-            .execution_options(synchronize_session=False)
+            _SET_STEP, {"b_operation": run.operation.id, "b_position": step.position, **values}
         )
         for name, value in values.items():
             setattr(step, name, value)
@@ -478,12 +493,7 @@ class Executor:
                 after_commit(session, lambda: observe.step_ended(ended))
 
     async def _set_operation(self, session: AsyncSession, run: _Run, **values: Any) -> None:
-        await session.execute(
-            update(Operation)
-            .where(col(Operation.id) == run.operation.id)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
+        await session.execute(_SET_OPERATION, {"b_id": run.operation.id, **values})
         for name, value in values.items():
             setattr(run.operation, name, value)
         if values.get("done"):
@@ -717,12 +727,10 @@ class Executor:
             if run.operation.status == OperationStatus.CANCELLING.value:
                 await self._emit(session, run, events)
                 return  # the loop asks again and rolls back
-            await self._emit(session, run, events)
-            events = []
             rules = RULES.get(OperationKind(run.operation.kind))
             if rules is not None:
                 await apply_transition(
-                    session, run.operation.cluster_id, rules.succeeded, run.operation.id
+                    session, run.operation.cluster_id, rules.succeeded, run.operation.id, events
                 )
             now = utcnow()
             rto_s = measured_rto_s(
@@ -766,12 +774,10 @@ class Executor:
             for index, step in enumerate(run.steps):
                 if step.status == StepStatus.PENDING.value:
                     await self._set_step(session, run, index, [], status=StepStatus.SKIPPED.value)
-            await self._emit(session, run, events)
-            events = []
             rules = RULES.get(OperationKind(run.operation.kind))
             if rules is not None:
                 await apply_transition(
-                    session, run.operation.cluster_id, rules.rolled_back, run.operation.id
+                    session, run.operation.cluster_id, rules.rolled_back, run.operation.id, events
                 )
             cause = run.operation.rollback_cause
             await self._set_operation(

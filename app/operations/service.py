@@ -46,6 +46,7 @@ from app.errors import (
     PointOfNoReturn,
     SecondPersonRequired,
 )
+from app.events.service import emit_events
 from app.operations.models import Operation, OperationStep
 from app.operations.schemas import (
     AwaitingApproval,
@@ -122,8 +123,9 @@ async def start(
         # DESIGN section 5: always there, null when no batch started it.
         "batch_id": batch_id,
     }
-    await emit_event(session, cluster.id, "operation.created", created)
-    await apply_transition(session, cluster.id, rules.accepted, operation.id)
+    events: list[tuple[str, dict[str, Any]]] = [("operation.created", created)]
+    await apply_transition(session, cluster.id, rules.accepted, operation.id, events)
+    await emit_events(session, cluster.id, events)
     await session.execute(
         update(Cluster)
         .where(Cluster.id == cluster.id)  # type: ignore[arg-type]
