@@ -21,6 +21,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import StringConstraints
 from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel, col
 
@@ -47,6 +49,9 @@ class SimulatedEffect(SQLModel, table=True):
     attempt: int
     output: dict[str, Any] = Field(sa_type=JSONType)
     applied_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+_EFFECTS = SimulatedEffect.__table__  # type: ignore[attr-defined]
 
 
 class SimulatedGate(SQLModel, table=True):
@@ -178,22 +183,36 @@ class SimulatedAction(Action):
         raise ActionFailed(f"simulated transient failure of {call.step}", transient=True)
 
     async def _effect(self, call: StepCall, action: str, output: Output, name: str) -> Output:
+        row = {
+            "idempotency_key": call.idempotency_key,
+            "cluster_id": call.cluster_id,
+            "operation_id": call.operation_id,
+            "step": call.step,
+            "action": action,
+            "attempt": call.attempt,
+            "output": output,
+            "applied_at": utcnow(),
+        }
         async with unit_of_work(self.deps.sessions) as session:
-            existing = await session.get(SimulatedEffect, call.idempotency_key)
-            if existing is None:
-                session.add(
-                    SimulatedEffect(
-                        idempotency_key=call.idempotency_key,
-                        cluster_id=call.cluster_id,
-                        operation_id=call.operation_id,
-                        step=call.step,
-                        action=action,
-                        attempt=call.attempt,
-                        output=output,
+            # One round trip when the effect is new; a call repeated after a crash finds
+            # the row already there and answers with what the first call applied.
+            dialect = session.get_bind().dialect.name
+            insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
+            applied = await session.scalar(
+                insert_(_EFFECTS)
+                .values(row)
+                .on_conflict_do_nothing(index_elements=["idempotency_key"])
+                .returning(_EFFECTS.c.idempotency_key)
+            )
+            if applied is None:
+                output = dict(
+                    await session.scalar(
+                        select(_EFFECTS.c.output).where(
+                            _EFFECTS.c.idempotency_key == call.idempotency_key
+                        )
                     )
+                    or {}
                 )
-            else:
-                output = dict(existing.output)
         # The effect is recorded before the latency (and the hold) so that a worker killed
         # during the wait leaves an applied effect behind, as a real remote call would.
         if name in (self.settings.get("hold") or ()):
