@@ -208,17 +208,11 @@ async def advance(context: Context, batch_id: str) -> None:
         del _passing[batch_id]
 
 
-# How many of a batch's operations one transaction starts: fewer transactions for a
-# large batch, and a short one still (each start takes the event counters, which every
-# other writer waits for until this transaction commits).
-START_CHUNK = 10
-
-
 async def _one_pass(context: Context, batch_id: str) -> None:
     """Settle, start what may start, settle again (and end the batch)."""
     pending = await _settle(context, batch_id)
-    for first in range(0, len(pending), START_CHUNK):
-        if not await _start_some(context, batch_id, pending[first : first + START_CHUNK]):
+    for position in pending:
+        if not await _start_one(context, batch_id, position):
             break
     await _settle(context, batch_id)
 
@@ -275,50 +269,57 @@ async def _settle(context: Context, batch_id: str) -> list[int]:
         )
 
 
-async def _start_some(context: Context, batch_id: str, positions: list[int]) -> bool:
-    """Starts these pending items' operations while places are free, in one transaction;
-    False when no place is left (or the batch was cancelled). An item refused (the pair
-    moved, was deleted, or has an operation of its own) is skipped, with the reason, and
-    the others go on: each start runs in a savepoint of its own."""
-    async with unit_of_work(context.sessions) as session:
-        batch = await _lock(session, batch_id)
-        if batch is None or batch.cancel_requested:
-            return False
-        free = batch.max_parallel - await _running(session, batch_id)
-        request = OperationRequest(
-            mode=Mode(batch.mode),
-            reason=batch.reason,
-            accept_data_loss=batch.accept_data_loss,
-            ignore_readiness=batch.ignore_readiness,
-        )
-        for position in positions:
-            if free <= 0:
+async def _start_one(context: Context, batch_id: str, position: int) -> bool:
+    """Starts one pending item's operation if a place is free; False when none is."""
+    try:
+        async with unit_of_work(context.sessions) as session:
+            batch = await _lock(session, batch_id)
+            if batch is None or batch.cancel_requested:
+                return False
+            if await _running(session, batch_id) >= batch.max_parallel:
                 return False
             item = await session.get(BatchItem, (batch_id, position))
             if item is None or item.status != ItemStatus.PENDING.value:
-                continue
-            try:
-                async with session.begin_nested():
-                    operation = await operations.start(
-                        session,
-                        context.enqueue,
-                        batch.org_id,
-                        item.cluster_id,
-                        OperationKind(item.kind),
-                        request,
-                        batch.requested_by,
-                        batch_id=batch_id,
-                    )
-            except Problem as refused:
-                item.status = ItemStatus.SKIPPED.value
-                item.detail = f"refused: {refused.detail}"[:1000]
-                item.updated_at = utcnow()
-                continue
+                return True
+            request = OperationRequest(
+                mode=Mode(batch.mode),
+                reason=batch.reason,
+                accept_data_loss=batch.accept_data_loss,
+                ignore_readiness=batch.ignore_readiness,
+            )
+            operation = await operations.start(
+                session,
+                context.enqueue,
+                batch.org_id,
+                item.cluster_id,
+                OperationKind(item.kind),
+                request,
+                batch.requested_by,
+                batch_id=batch_id,
+            )
             item.status = ItemStatus.RUNNING.value
             item.operation_id = operation.id
             item.updated_at = utcnow()
-            free -= 1
-    return True
+        return True
+    except Problem as refused:
+        # Refused (the pair moved, was deleted, or has an operation of its own): skipped,
+        # with the reason; the batch goes on.
+        async with unit_of_work(context.sessions) as session:
+            await session.execute(
+                update(BatchItem)
+                .where(
+                    col(BatchItem.batch_id) == batch_id,
+                    col(BatchItem.position) == position,
+                    col(BatchItem.status) == ItemStatus.PENDING.value,
+                )
+                .values(
+                    status=ItemStatus.SKIPPED.value,
+                    detail=f"refused: {refused.detail}"[:1000],
+                    updated_at=utcnow(),
+                )
+                .execution_options(synchronize_session=False)
+            )
+        return True
 
 
 async def _finish(session: AsyncSession, batch: Batch, counts: BatchCounts) -> None:
