@@ -12,9 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.conftest import BACKEND
-from tests.helpers import start_ok, wait_done, wait_for
+from tests.helpers import open_gate, start_ok, wait_done, wait_for
 
 # A region of this run alone: the pairs of other tests (primary in us-east-1) stay out of it.
 REGION = f"evac-{uuid.uuid4().hex[:8]}"
@@ -242,6 +243,34 @@ async def test_cancel_mid_batch_starts_nothing_new_and_lets_running_ones_finish(
     # Cancelling again changes nothing.
     again = await client.post(f"/v1/batches/{batch_id}/cancel")
     assert again.json()["status"] == "cancelled"
+
+
+async def test_a_pair_failed_over_meanwhile_is_skipped_and_the_rest_go_on(
+    client: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # Pairs are taken in name order; the first one's promote waits for its gate, so with
+    # max_parallel 1 nothing else starts until the test opens it.
+    region = f"skip-{uuid.uuid4().hex[:6]}"
+    tag = uuid.uuid4().hex[:8]
+    first = await register(
+        client, region, "us-west-2", name=f"ev-{tag}-0", driver={"gate": ["promote_target"]}
+    )
+    taken = await register(client, region, "us-west-2", name=f"ev-{tag}-1")
+    rest = [await register(client, region, "us-west-2", name=f"ev-{tag}-{i}") for i in (2, 3)]
+    answer = await evacuate(client, region, max_parallel=1)
+    assert answer.status_code == 202, answer.text
+    # Meanwhile the second pair is failed over on its own: when the batch comes to it, its
+    # start is refused (inside the transaction that starts the next ones too).
+    own = await start_ok(client, taken["id"])
+    assert (await wait_done(client, own["id"]))["status"] == "succeeded"
+    await open_gate(sessions, first["id"], "promote_target")
+    batch = await batch_done(client, answer.json()["id"])
+    by_id = {p["cluster_id"]: p for p in batch["pairs"]}
+    assert by_id[taken["id"]]["status"] == "skipped", by_id[taken["id"]]
+    assert by_id[taken["id"]]["detail"].startswith("refused:")
+    assert by_id[taken["id"]]["operation_id"] is None
+    assert {by_id[p["id"]]["status"] for p in [first, *rest]} == {"succeeded"}
+    assert batch["counts"]["skipped"] == 1 and batch["counts"]["succeeded"] == 3
 
 
 async def test_the_same_key_twice_is_one_batch(client: httpx.AsyncClient) -> None:
