@@ -198,6 +198,9 @@ class TandemWorker(Worker):
 
     # A poll older than this makes the worker not ready.
     STALE_AFTER_S = 5.0
+    # How long a job seen running on another worker is left alone: one handed back (that
+    # worker stopped) is taken within this.
+    RECHECK_ELSEWHERE_S = 0.5
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -205,6 +208,7 @@ class TandemWorker(Worker):
         self.last_poll = time.monotonic()
         self.poll_error: str | None = None
         self._backoff_s = 0.0
+        self._elsewhere: dict[bytes, float] = {}
 
     async def _poll_iteration(self) -> None:
         try:
@@ -227,19 +231,28 @@ class TandemWorker(Worker):
         """arq checks each queued job id with a WATCH and two reads before it claims it,
         and a job stays in the queue while it runs: with hundreds of operations running,
         every poll (each 10 ms) made about a thousand round trips to Redis to find them
-        all taken. Jobs this worker runs are passed over, and the others' in-progress
-        keys are read in one round trip; arq claims what is left as before."""
+        all taken. Jobs this worker runs are passed over; the others' in-progress keys are
+        read in one round trip, and a job found running elsewhere is not asked about again
+        for RECHECK_ELSEWHERE_S; arq claims what is left as before."""
+        now = time.monotonic()
         candidates = [
             job_id
             for job_id in job_ids
-            if (task := self.tasks.get(job_id.decode())) is None or task.done()
+            if ((task := self.tasks.get(job_id.decode())) is None or task.done())
+            and self._elsewhere.get(job_id, 0.0) <= now
         ]
+        # Forget the jobs that left the queue (finished), so the map stays small.
+        queued = set(job_ids)
+        self._elsewhere = {j: t for j, t in self._elsewhere.items() if j in queued}
         if not candidates:
             return
         async with self.pool.pipeline(transaction=False) as pipe:
             for job_id in candidates:
                 pipe.exists(in_progress_key_prefix + job_id.decode())
             taken = await pipe.execute()
+        for job_id, running in zip(candidates, taken, strict=True):
+            if running:
+                self._elsewhere[job_id] = now + self.RECHECK_ELSEWHERE_S
         await super().start_jobs([j for j, t in zip(candidates, taken, strict=True) if not t])
 
     def state(self) -> str:
