@@ -150,7 +150,9 @@ def own_stack(name: str, workers: int = 1, **env: str) -> Iterator[OwnStack]:
             # A figure measured with fewer workers than it says would be wrong.
             gone = [w for w in stack.workers if not w.alive()]
             if gone:
-                raise RuntimeError(f"{len(gone)} worker(s) exited during the run:\n{gone[0].tail()}")
+                raise RuntimeError(
+                    f"{len(gone)} worker(s) exited during the run:\n{gone[0].tail()}"
+                )
         finally:
             stack.stop()
             clean_redis(redis_url, [f"{prefix}*"])
