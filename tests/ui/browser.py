@@ -49,6 +49,12 @@ async def browser() -> AsyncIterator[Browser]:
         await running.close()
 
 
+# An assertion about the page waits as long as an action does: "Failed over to ..." comes
+# once a whole operation has run, which on a loaded machine can take longer than the
+# 5 s Playwright waits by default.
+expect.set_options(timeout=30_000)
+
+
 @pytest_asyncio.fixture
 async def page(browser: Browser) -> AsyncIterator[Page]:
     """A page of a new browser context (its own cookies)."""
