@@ -25,32 +25,21 @@ def wants(kind: str, event_types: list[str], event_type: str) -> bool:
 # never refers to a deleted endpoint (and the event's transaction never fails). Taken
 # before the event numbers (app.events.service), as an endpoint's own change takes its row
 # and then the numbers: one order, no deadlock.
-_ENDPOINTS = (
-    select(
-        col(WebhookEndpoint.id),
-        col(WebhookEndpoint.kind),
-        col(WebhookEndpoint.event_types),
+def _enabled_endpoints_of(org: Any) -> Any:
+    return (
+        select(
+            col(WebhookEndpoint.id),
+            col(WebhookEndpoint.kind),
+            col(WebhookEndpoint.event_types),
+        )
+        .where(col(WebhookEndpoint.enabled).is_(True), col(WebhookEndpoint.org_id) == org)
+        .with_for_update(read=True, key_share=True)
     )
-    .where(
-        col(WebhookEndpoint.enabled).is_(True),
-        col(WebhookEndpoint.org_id) == bindparam("org_id"),
-    )
-    .with_for_update(read=True, key_share=True)
-)
-_ENDPOINTS_OF_PAIR = (
-    select(
-        col(WebhookEndpoint.id),
-        col(WebhookEndpoint.kind),
-        col(WebhookEndpoint.event_types),
-    )
-    .where(
-        col(WebhookEndpoint.enabled).is_(True),
-        col(WebhookEndpoint.org_id)
-        == select(col(Cluster.org_id))
-        .where(col(Cluster.id) == bindparam("cluster_id"))
-        .scalar_subquery(),
-    )
-    .with_for_update(read=True, key_share=True)
+
+
+_ENDPOINTS = _enabled_endpoints_of(bindparam("org_id"))
+_ENDPOINTS_OF_PAIR = _enabled_endpoints_of(
+    select(col(Cluster.org_id)).where(col(Cluster.id) == bindparam("cluster_id")).scalar_subquery()
 )
 
 Endpoints = list[tuple[str, str, list[str]]]
