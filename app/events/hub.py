@@ -98,6 +98,8 @@ class EventHub:
         self._queue_size = queue_size
         self._by_org: dict[str, set[Subscription]] = defaultdict(set)
         self._position = 0
+        # When the position was last brought up to date with nobody listening.
+        self._kept_up_at = float("-inf")
         self._task: asyncio.Task[None] | None = None
         self.draining = False
 
@@ -162,11 +164,18 @@ class EventHub:
 
     async def _read_new(self) -> None:
         if not self._by_org:
-            # Nobody listens: just keep up with the log. Checked again after the read (a
-            # stream may subscribe meanwhile, at the old position: then read from there).
+            # Nobody listens: keep up with the log, once per POLL_S and not on every
+            # commit (a worker busy with a batch commits hundreds of times a second). A
+            # stream that subscribes meanwhile starts at a position up to that old: the
+            # hub then reads from there and the stream drops what it already has.
+            # Checked again after the read (a stream may subscribe during it).
+            now = asyncio.get_running_loop().time()
+            if now - self._kept_up_at < self._poll_s:
+                return
             latest = await finish_even_if_cancelled(self._latest())
             if not self._by_org:
                 self._position = max(self._position, latest)
+                self._kept_up_at = now
                 return
         while True:
             batch = await finish_even_if_cancelled(self._after(self._position))
