@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections import defaultdict
 from collections.abc import Iterator
 
@@ -38,6 +39,45 @@ def events_channel(prefix: str) -> str:
 
 async def publish(redis: Redis, prefix: str, operation_id: str) -> None:
     await redis.publish(operation_channel(prefix, operation_id), "changed")
+
+
+class _Announcer:
+    """What one process publishes on one channel: while a message is on its way, the
+    commits that come meanwhile share the next one (`deliveries` outranks `committed`).
+    A worker busy with hundreds of operations commits far more often than Redis needs
+    telling, and every process subscribed reads every message."""
+
+    def __init__(self, redis: Redis, channel: str) -> None:
+        self._redis = redis
+        self._channel = channel
+        self._next: str | None = None
+        self._sending: asyncio.Task[None] | None = None
+
+    def announce(self, message: str) -> None:
+        if self._next != DELIVERIES_MESSAGE:
+            self._next = message
+        if self._sending is None or self._sending.done():
+            self._sending = asyncio.get_running_loop().create_task(self._send())
+
+    async def _send(self) -> None:
+        while self._next is not None:
+            message, self._next = self._next, None
+            # Readers also poll; a lost wake-up costs latency only.
+            with contextlib.suppress(Exception):
+                await self._redis.publish(self._channel, message)
+
+
+_announcers: weakref.WeakKeyDictionary[Redis, dict[str, _Announcer]] = weakref.WeakKeyDictionary()
+
+
+def announce(redis: Redis, channel: str, message: str) -> None:
+    """Publish `message` on `channel` soon, coalesced with this process's other messages
+    to it (see _Announcer). Called after a commit; never waits, never raises."""
+    by_channel = _announcers.setdefault(redis, {})
+    announcer = by_channel.get(channel)
+    if announcer is None:
+        announcer = by_channel[channel] = _Announcer(redis, channel)
+    announcer.announce(message)
 
 
 class Notifier:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
-from sqlalchemy import JSON, bindparam, insert, select, text, update
+from sqlalchemy import ARRAY, JSON, String, bindparam, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -15,9 +14,10 @@ from app.columns import UTCDateTime, new_id, utcnow
 from app.coordination import Counter
 from app.db import after_commit
 from app.events.models import Event
-from app.events.notify import COMMITTED_MESSAGE, DELIVERIES_MESSAGE
+from app.events.notify import COMMITTED_MESSAGE, DELIVERIES_MESSAGE, announce
 from app.events.schemas import EventOut
 from app.pagination import INT64_MAX, decode_int_key, encode_token
+from app.webhooks import pagerduty
 from app.webhooks.fanout import delivery_rows, endpoints_for, wanted
 from app.webhooks.models import WebhookDelivery
 
@@ -27,17 +27,18 @@ _PUBLISH_FLAG = "tandem_publish_events"
 _DELIVERIES_FLAG = "tandem_publish_deliveries"
 
 
-# On PostgreSQL, the whole append is one call of the function of migration 0015: the
-# counters' row locks are held from there to the commit, so nothing but the COMMIT stands
-# between one writer's numbers and the next writer's.
+# On PostgreSQL, the whole append, webhook deliveries included, is one call of the
+# function of migration 0016: the counters' row locks are held from there to the commit,
+# so nothing but the COMMIT stands between one writer's numbers and the next writer's.
 _APPEND_PG = text(
-    "SELECT last_sequence, owner_org, last_position, last_org_position FROM "
-    "tandem_append_events(:cluster_id, :org_id, :created_at, :events, :deliveries)"
+    "SELECT last_sequence, owner_org, last_position, last_org_position, deliveries FROM "
+    "tandem_append_events(:cluster_id, :org_id, :created_at, :events, :pagerduty_types)"
 ).bindparams(
     bindparam("created_at", type_=UTCDateTime),
     bindparam("events", type_=JSON),
-    bindparam("deliveries", type_=JSON),
+    bindparam("pagerduty_types", type_=ARRAY(String)),
 )
+_PAGERDUTY_TYPES = sorted(pagerduty.EVENT_TYPES)
 # On SQLite (one writer at a time), the same steps one statement each.
 _PAIR_SEQ = (
     update(Cluster)
@@ -68,8 +69,8 @@ async def _append_pg(
     cluster_id: str | None,
     org_id: str | None,
     rows: list[dict[str, Any]],
-    deliveries: list[tuple[int, str]],
-) -> Numbers:
+) -> tuple[Numbers, int]:
+    """The numbers, and how many webhook deliveries were made."""
     found = (
         await session.execute(
             _APPEND_PG,
@@ -78,16 +79,13 @@ async def _append_pg(
                 "org_id": org_id,
                 "created_at": rows[0]["created_at"],
                 "events": [{"id": r["id"], "type": r["type"], "data": r["data"]} for r in rows],
-                "deliveries": [
-                    {"id": new_id("dlv"), "endpoint_id": endpoint_id, "event": index + 1}
-                    for index, endpoint_id in deliveries
-                ],
+                "pagerduty_types": _PAGERDUTY_TYPES,
             },
         )
     ).one()
     if found[1] is None:
         raise LookupError(f"no pair {cluster_id} to append events to")
-    return int(found[0]), str(found[1]), int(found[2]), int(found[3])
+    return (int(found[0]), str(found[1]), int(found[2]), int(found[3])), int(found[4])
 
 
 async def _take_numbers(
@@ -149,7 +147,6 @@ async def emit_events(
         raise ValueError("an event about no pair needs its organization")
     if not events:
         return []
-    endpoints = await endpoints_for(session, org_id, cluster_id)
     now = utcnow()
     rows: list[dict[str, Any]] = [
         {
@@ -161,16 +158,19 @@ async def emit_events(
         }
         for type_, data in events
     ]
-    deliveries = wanted(endpoints, rows)
     if session.get_bind().dialect.name == "postgresql":
-        _number(rows, cluster_id, await _append_pg(session, cluster_id, org_id, rows, deliveries))
+        numbers, made = await _append_pg(session, cluster_id, org_id, rows)
+        _number(rows, cluster_id, numbers)
     else:
+        # The endpoints first (their row locks before the counters': the one order).
+        deliveries = wanted(await endpoints_for(session, org_id, cluster_id), rows)
         _number(rows, cluster_id, await _take_numbers(session, cluster_id, org_id, len(rows)))
         # Core inserts: the event log is append-only and the hot path of every operation.
         await session.execute(_INSERT_EVENTS, rows)
         if deliveries:
             await session.execute(_INSERT_DELIVERIES, delivery_rows(deliveries, rows))
-    if deliveries:
+        made = len(deliveries)
+    if made:
         session.info[_DELIVERIES_FLAG] = True
     _publish_after_commit(session)
     return rows
@@ -185,10 +185,7 @@ def _publish_after_commit(session: AsyncSession) -> None:
     async def publish() -> None:
         session.info.pop(_PUBLISH_FLAG, None)
         made_deliveries = session.info.pop(_DELIVERIES_FLAG, False)
-        message = DELIVERIES_MESSAGE if made_deliveries else COMMITTED_MESSAGE
-        # Readers also poll; a lost wake-up costs latency only.
-        with contextlib.suppress(Exception):
-            await redis.publish(channel, message)
+        announce(redis, channel, DELIVERIES_MESSAGE if made_deliveries else COMMITTED_MESSAGE)
 
     after_commit(session, publish)
 

@@ -24,7 +24,8 @@ def wants(kind: str, event_types: list[str], event_type: str) -> bool:
 # FOR KEY SHARE: an endpoint being deleted is waited for, then skipped, so a new delivery
 # never refers to a deleted endpoint (and the event's transaction never fails). Taken
 # before the event numbers (app.events.service), as an endpoint's own change takes its row
-# and then the numbers: one order, no deadlock.
+# and then the numbers: one order, no deadlock. (This is SQLite's way; on PostgreSQL the
+# function tandem_append_events of migration 0016 does the same, and `wants` in SQL.)
 def _enabled_endpoints_of(org: Any) -> Any:
     return (
         select(
