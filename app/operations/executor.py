@@ -23,7 +23,6 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlmodel import col
 
 from app.actions import registry
 from app.actions.base import ActionDeps, ActionFailed, NotYet, Output, StepCall, call_key
@@ -82,15 +81,54 @@ PROBLEM_TYPE = "https://tandem.dev/problems/"
 # An UPDATE with no values() sets the columns named in its parameters.
 _OPERATIONS = Operation.__table__  # type: ignore[attr-defined]
 _STEPS = OperationStep.__table__  # type: ignore[attr-defined]
+_OURS = and_(
+    _OPERATIONS.c.id == bindparam("b_id"),
+    _OPERATIONS.c.lease_owner == bindparam("b_owner"),
+    _OPERATIONS.c.lease_epoch == bindparam("b_epoch"),
+)
 _HOLD = (
+    update(_OPERATIONS)
+    .where(_OURS)
+    .values(lease_expires_at=bindparam("b_expires"), updated_at=bindparam("b_now"))
+    .returning(_OPERATIONS.c.status, _OPERATIONS.c.wake_at)
+)
+_ACQUIRE = (
     update(_OPERATIONS)
     .where(
         _OPERATIONS.c.id == bindparam("b_id"),
-        _OPERATIONS.c.lease_owner == bindparam("b_owner"),
-        _OPERATIONS.c.lease_epoch == bindparam("b_epoch"),
+        _OPERATIONS.c.done.is_(False),
+        or_(
+            _OPERATIONS.c.lease_owner.is_(None),
+            _OPERATIONS.c.lease_expires_at < bindparam("b_now"),
+        ),
     )
-    .values(lease_expires_at=bindparam("b_expires"), updated_at=bindparam("b_now"))
-    .returning(_OPERATIONS.c.status, _OPERATIONS.c.wake_at)
+    .values(
+        lease_owner=bindparam("b_owner"),
+        lease_expires_at=bindparam("b_expires"),
+        lease_epoch=_OPERATIONS.c.lease_epoch + 1,
+    )
+    .returning(_OPERATIONS.c.lease_epoch)
+)
+_RENEW = (
+    update(_OPERATIONS)
+    .where(_OURS)
+    .values(lease_expires_at=bindparam("b_expires"))
+    .returning(_OPERATIONS.c.id)
+)
+_RELEASE = (
+    update(_OPERATIONS)
+    .where(_OURS)
+    .values(lease_owner=None, lease_expires_at=None)
+    .returning(_OPERATIONS.c.lease_epoch)
+)
+_SIDE_UNFINISHED = (
+    select(_OPERATIONS.c.id)
+    .where(
+        _OPERATIONS.c.cluster_id == bindparam("b_cluster"),
+        _OPERATIONS.c.lane == Lane.SIDE.value,
+        _OPERATIONS.c.done.is_(False),
+    )
+    .limit(1)
 )
 _SET_STEP = update(_STEPS).where(
     _STEPS.c.operation_id == bindparam("b_operation"),
@@ -127,6 +165,11 @@ class _Run:
     # The lease epoch this run acquired: every write checks it, so a run whose lease was
     # taken over (by another worker, or by another job of this same worker) writes nothing.
     epoch: int = 0
+    # A drill or deployment retry of the pair is still being cancelled (read on taking a
+    # queued switch): the switch waits for it.
+    side_busy: bool = False
+    # The lease went back with the write that ended the operation (set once committed).
+    released: bool = False
 
     def view(self) -> OperationView:
         return OperationView(
@@ -162,29 +205,42 @@ class Executor:
 
     # -- lease ---------------------------------------------------------------
 
-    async def acquire(self, operation_id: str) -> int | None:
-        """Take the lease when it is free or has run out: the new lease epoch, or None."""
+    async def _take(self, operation_id: str) -> _Run | None:
+        """Take the lease when it is free or has run out, and read the operation, its pair
+        and its steps in the same transaction: the run, or None when another worker holds
+        the lease or the operation is done."""
         now = utcnow()
         async with unit_of_work(self._sessions) as session:
             epoch = await session.scalar(
-                update(Operation)
-                .where(
-                    col(Operation.id) == operation_id,
-                    col(Operation.done).is_(False),
-                    or_(
-                        col(Operation.lease_owner).is_(None),
-                        col(Operation.lease_expires_at) < now,
-                    ),
-                )
-                .values(
-                    lease_owner=self._owner,
-                    lease_expires_at=now + self._ttl,
-                    lease_epoch=Operation.lease_epoch + 1,
-                )
-                .returning(col(Operation.lease_epoch))
-                .execution_options(synchronize_session=False)
+                _ACQUIRE,
+                {
+                    "b_id": operation_id,
+                    "b_now": now,
+                    "b_owner": self._owner,
+                    "b_expires": now + self._ttl,
+                },
             )
-        return None if epoch is None else int(epoch)
+            if epoch is None:
+                return None
+            operation = await session.get(Operation, operation_id, populate_existing=True)
+            assert operation is not None
+            cluster = await session.get(Cluster, operation.cluster_id, populate_existing=True)
+            assert cluster is not None
+            steps = await steps_of(session, operation_id)
+            plan = (
+                [StepPlan.from_dict(s) for s in operation.plan]
+                if operation.plan
+                else plan_for(cluster.driver, cluster.plan, operation.kind, cluster.deployments)
+            )
+            run = _Run(
+                operation=operation, cluster=cluster, steps=steps, plan=plan, epoch=int(epoch)
+            )
+            if (
+                operation.status == OperationStatus.QUEUED.value
+                and operation.lane == Lane.SWITCH.value
+            ):
+                run.side_busy = await _side_unfinished(session, operation.cluster_id)
+        return run
 
     async def _hold(self, session: AsyncSession, run: _Run) -> OperationStatus:
         """Renew the lease inside `session`'s transaction and lock the operation's row;
@@ -207,21 +263,13 @@ class Executor:
         run.operation.status, run.operation.wake_at = str(row[0]), row[1]
         return OperationStatus(row[0])
 
-    def _ours(self, operation_id: str, epoch: int) -> Any:
-        return and_(
-            col(Operation.id) == operation_id,
-            col(Operation.lease_owner) == self._owner,
-            col(Operation.lease_epoch) == epoch,
-        )
+    def _ours(self, operation_id: str, epoch: int) -> dict[str, Any]:
+        return {"b_id": operation_id, "b_owner": self._owner, "b_epoch": epoch}
 
     async def _renew(self, operation_id: str, epoch: int) -> None:
         async with unit_of_work(self._sessions) as session:
             renewed = await session.scalar(
-                update(Operation)
-                .where(self._ours(operation_id, epoch))
-                .values(lease_expires_at=utcnow() + self._ttl)
-                .returning(col(Operation.id))
-                .execution_options(synchronize_session=False)
+                _RENEW, {**self._ours(operation_id, epoch), "b_expires": utcnow() + self._ttl}
             )
         if renewed is None:
             raise LeaseLost(operation_id)
@@ -229,13 +277,7 @@ class Executor:
     async def _release(self, operation_id: str, epoch: int) -> int | None:
         """Give the lease back; the lease epoch, or None when it was not ours any more."""
         async with unit_of_work(self._sessions) as session:
-            released = await session.scalar(
-                update(Operation)
-                .where(self._ours(operation_id, epoch))
-                .values(lease_owner=None, lease_expires_at=None)
-                .returning(col(Operation.lease_epoch))
-                .execution_options(synchronize_session=False)
-            )
+            released = await session.scalar(_RELEASE, self._ours(operation_id, epoch))
         return None if released is None else int(released)
 
     async def _heartbeat(
@@ -254,18 +296,20 @@ class Executor:
             try:
                 await self._renew(operation_id, epoch)
             except LeaseLost:
-                log.warning("lost the lease on %s; stopping", operation_id)
-                work.cancel()
+                if not work.done():  # else: the operation ended and gave the lease back
+                    log.warning("lost the lease on %s; stopping", operation_id)
+                    work.cancel()
                 return
             except Exception:  # a database blip: the next beat tries again
                 log.exception("heartbeat for %s failed", operation_id)
 
     async def run(self, operation_id: str) -> bool:
         """Carry the operation as far as it goes. False when another worker holds it."""
-        held = await self.acquire(operation_id)
-        if held is None:
+        run = await self._take(operation_id)
+        if run is None:
             return False
-        work = asyncio.ensure_future(self._drive(operation_id, held))
+        held = run.epoch
+        work = asyncio.ensure_future(self._drive(run))
         stop = asyncio.Event()
         beat = asyncio.ensure_future(self._heartbeat(operation_id, held, work, stop))
         wake_at: datetime | None = None
@@ -282,7 +326,8 @@ class Executor:
             # A renewal under way finishes (or fails) on its own before the lease goes back.
             with contextlib.suppress(Exception):
                 await asyncio.shield(beat)
-            epoch = await self._release(operation_id, held)
+            # An operation that ended gave the lease back with its last write.
+            epoch = None if run.released else await self._release(operation_id, held)
         if wake_at is not None and epoch is not None and self._enqueue_at is not None:
             # Parked: the slot is free now; the queue (or the sweeper) brings it back.
             await self._enqueue_at(operation_id, epoch, wake_at)
@@ -290,14 +335,9 @@ class Executor:
 
     # -- the loop ------------------------------------------------------------
 
-    async def _drive(self, operation_id: str, epoch: int) -> datetime | None:
+    async def _drive(self, run: _Run) -> datetime | None:
         """Run moves until the operation is finished (None) or parked (when to resume)."""
-        run = await self._load(operation_id, epoch)
-        if run is None:
-            return None
-        if run.operation.status == OperationStatus.QUEUED.value and await self._side_unfinished(
-            run
-        ):
+        if run.side_busy:
             # A drill or deployment retry is being cancelled for this switch: after it.
             return utcnow() + SIDE_WAIT
         decide = next_drill_move if run.drill else next_move
@@ -331,36 +371,6 @@ class Executor:
                 case EndDrill():
                     await self._end_drill(run)
                     return None
-
-    async def _load(self, operation_id: str, epoch: int) -> _Run | None:
-        async with unit_of_work(self._sessions) as session:
-            operation = await session.get(Operation, operation_id, populate_existing=True)
-            if operation is None or operation.done:
-                return None
-            cluster = await session.get(Cluster, operation.cluster_id, populate_existing=True)
-            assert cluster is not None
-            steps = await steps_of(session, operation_id)
-            plan = (
-                [StepPlan.from_dict(s) for s in operation.plan]
-                if operation.plan
-                else plan_for(cluster.driver, cluster.plan, operation.kind, cluster.deployments)
-            )
-            run = _Run(operation=operation, cluster=cluster, steps=steps, plan=plan, epoch=epoch)
-            await self._hold(session, run)
-        return run
-
-    async def _side_unfinished(self, run: _Run) -> bool:
-        if run.operation.lane != Lane.SWITCH.value:
-            return False
-        async with unit_of_work(self._sessions) as session:
-            side = await session.scalar(
-                select(col(Operation.id)).where(
-                    col(Operation.cluster_id) == run.operation.cluster_id,
-                    col(Operation.lane) == Lane.SIDE.value,
-                    col(Operation.done).is_(False),
-                )
-            )
-        return side is not None
 
     def _call_for(self, run: _Run, index: int, phase: str, item: int | None) -> StepCall:
         operation, cluster, step = run.operation, run.cluster, run.steps[index]
@@ -493,12 +503,21 @@ class Executor:
                 after_commit(session, lambda: observe.step_ended(ended))
 
     async def _set_operation(self, session: AsyncSession, run: _Run, **values: Any) -> None:
+        if values.get("done"):
+            # The write that ends the operation gives the lease back too (the caller
+            # holds the row: _hold ran first in this transaction).
+            values.update(lease_owner=None, lease_expires_at=None)
         await session.execute(_SET_OPERATION, {"b_id": run.operation.id, **values})
         for name, value in values.items():
             setattr(run.operation, name, value)
         if values.get("done"):
             ended = _operation_ended(run)
-            after_commit(session, lambda: observe.operation_ended(ended))
+
+            async def ended_and_released() -> None:
+                run.released = True
+                await observe.operation_ended(ended)
+
+            after_commit(session, ended_and_released)
 
     async def _boundary(self, session: AsyncSession, run: _Run, events: Events) -> None:
         """Open a write: renew the lease, re-read the status, and write the step that
@@ -907,6 +926,10 @@ def _problem(step: str, failure: Failure, *, rolled_back: bool) -> dict[str, Any
         "detail": detail,
         "step": step,
     }
+
+
+async def _side_unfinished(session: AsyncSession, cluster_id: str) -> bool:
+    return await session.scalar(_SIDE_UNFINISHED, {"b_cluster": cluster_id}) is not None
 
 
 # How soon a switch waiting for a side operation to end looks again.
