@@ -89,6 +89,22 @@ async def unit_of_work(
         await run_after_commit(session)
 
 
+@asynccontextmanager
+async def statement_by_statement(
+    factory: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """A session for work that needs no transaction around its statements: each one
+    commits by itself on PostgreSQL (no BEGIN and COMMIT round trips); on SQLite it is a
+    unit of work (one writer at a time there anyway)."""
+    async with factory() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            yield session
+            return
+    async with unit_of_work(factory) as unit:
+        yield unit
+
+
 async def finish_even_if_cancelled(work: Awaitable[T]) -> T:
     """Run `work` (a whole unit of work) in a task of its own and wait for it.
 

@@ -29,7 +29,7 @@ from sqlmodel import Field, SQLModel, col
 from app.actions.base import Action, ActionFailed, NotYet, Output, StepCall
 from app.columns import JSONType, UTCDateTime, utcnow
 from app.common import Strict
-from app.db import unit_of_work
+from app.db import statement_by_statement, unit_of_work
 
 # How often a gated call asks again.
 GATE_POLL_S = 0.1
@@ -193,7 +193,7 @@ class SimulatedAction(Action):
             "output": output,
             "applied_at": utcnow(),
         }
-        async with unit_of_work(self.deps.sessions) as session:
+        async with statement_by_statement(self.deps.sessions) as session:
             # One round trip when the effect is new; a call repeated after a crash finds
             # the row already there and answers with what the first call applied.
             dialect = session.get_bind().dialect.name
