@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, exists, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.actions import registry
@@ -91,6 +91,23 @@ _HOLD = (
     .where(_OURS)
     .values(lease_expires_at=bindparam("b_expires"), updated_at=bindparam("b_now"))
     .returning(_OPERATIONS.c.status, _OPERATIONS.c.wake_at)
+)
+# On PostgreSQL, the lease's renewal and the write of the step that succeeded since the
+# last boundary go in one statement (SQLite has no UPDATE in a WITH: two statements).
+_HELD = _HOLD.cte("held")
+_HOLD_AND_FINISH = select(_HELD.c.status, _HELD.c.wake_at).add_cte(
+    update(_STEPS)
+    .where(
+        _STEPS.c.operation_id == bindparam("b_id"),
+        _STEPS.c.position == bindparam("b_position"),
+        exists(select(literal(1)).select_from(_HELD)),
+    )
+    .values(
+        status=bindparam("b_status"),
+        output=bindparam("b_output"),
+        finished_at=bindparam("b_finished_at"),
+    )
+    .cte("finished")
 )
 _ACQUIRE = (
     update(_OPERATIONS)
@@ -242,26 +259,26 @@ class Executor:
                 run.side_busy = await _side_unfinished(session, operation.cluster_id)
         return run
 
-    async def _hold(self, session: AsyncSession, run: _Run) -> OperationStatus:
-        """Renew the lease inside `session`'s transaction and lock the operation's row;
-        returns its status. Raises LeaseLost when another worker has taken it over."""
+    def _holding(self, run: _Run) -> dict[str, Any]:
         now = utcnow()
-        row = (
-            await session.execute(
-                _HOLD,
-                {
-                    "b_id": run.operation.id,
-                    "b_owner": self._owner,
-                    "b_epoch": run.epoch,
-                    "b_expires": now + self._ttl,
-                    "b_now": now,
-                },
-            )
-        ).first()
+        return {
+            "b_id": run.operation.id,
+            "b_owner": self._owner,
+            "b_epoch": run.epoch,
+            "b_expires": now + self._ttl,
+            "b_now": now,
+        }
+
+    def _held(self, run: _Run, row: Any) -> OperationStatus:
         if row is None:
             raise LeaseLost(run.operation.id)
         run.operation.status, run.operation.wake_at = str(row[0]), row[1]
         return OperationStatus(row[0])
+
+    async def _hold(self, session: AsyncSession, run: _Run) -> OperationStatus:
+        """Renew the lease inside `session`'s transaction and lock the operation's row;
+        returns its status. Raises LeaseLost when another worker has taken it over."""
+        return self._held(run, (await session.execute(_HOLD, self._holding(run))).first())
 
     def _ours(self, operation_id: str, epoch: int) -> dict[str, Any]:
         return {"b_id": operation_id, "b_owner": self._owner, "b_epoch": epoch}
@@ -494,6 +511,13 @@ class Executor:
         await session.execute(
             _SET_STEP, {"b_operation": run.operation.id, "b_position": step.position, **values}
         )
+        self._mirror_step(session, run, index, events, values)
+
+    def _mirror_step(
+        self, session: AsyncSession, run: _Run, index: int, events: Events, values: dict[str, Any]
+    ) -> None:
+        """`run.steps[index]` takes the values just written; a new status is an event."""
+        step = run.steps[index]
         for name, value in values.items():
             setattr(step, name, value)
         if "status" in values:
@@ -522,19 +546,29 @@ class Executor:
     async def _boundary(self, session: AsyncSession, run: _Run, events: Events) -> None:
         """Open a write: renew the lease, re-read the status, and write the step that
         succeeded since the last write."""
-        await self._hold(session, run)
-        if run.finished is not None:
-            index, output = run.finished
+        if run.finished is None:
+            await self._hold(session, run)
+            return
+        index, output = run.finished
+        values = {"status": StepStatus.SUCCEEDED.value, "output": output, "finished_at": utcnow()}
+        if session.get_bind().dialect.name == "postgresql":
+            row = (
+                await session.execute(
+                    _HOLD_AND_FINISH,
+                    {
+                        **self._holding(run),
+                        "b_position": run.steps[index].position,
+                        **{f"b_{name}": value for name, value in values.items()},
+                    },
+                )
+            ).first()
+            self._held(run, row)
             run.finished = None
-            await self._set_step(
-                session,
-                run,
-                index,
-                events,
-                status=StepStatus.SUCCEEDED.value,
-                output=output,
-                finished_at=utcnow(),
-            )
+            self._mirror_step(session, run, index, events, values)
+        else:
+            await self._hold(session, run)
+            run.finished = None
+            await self._set_step(session, run, index, events, **values)
 
     async def _emit(self, session: AsyncSession, run: _Run, events: Events) -> None:
         if events:
