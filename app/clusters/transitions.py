@@ -36,31 +36,44 @@ async def apply_transition(
     trigger: Trigger,
     operation_id: str,
     events: list[tuple[str, dict[str, Any]]] | None = None,
+    *,
+    locked: Cluster | None = None,
+    last_operation: bool = False,
 ) -> None:
     """Move the pair along `trigger` (or raise TransitionRefused) and log the change: its
-    event is appended now, or added to `events` for the caller to append with its own."""
-    row = (
-        await session.execute(
-            select(col(Cluster.state), col(Cluster.primary), col(Cluster.secondary))
-            .where(col(Cluster.id) == cluster_id)
-            .with_for_update()
-        )
-    ).first()
-    if row is None:
-        raise LookupError(cluster_id)
-    from_state = ClusterState(row[0])
+    event is appended now, or added to `events` for the caller to append with its own.
+
+    `locked`: the caller's copy of the pair, read under its row lock in this transaction
+    (its state is not read again). `last_operation`: the operation becomes the pair's
+    `last_operation_id` in the same UPDATE."""
+    if locked is not None:
+        state, primary, secondary = locked.state, locked.primary, locked.secondary
+    else:
+        row = (
+            await session.execute(
+                select(col(Cluster.state), col(Cluster.primary), col(Cluster.secondary))
+                .where(col(Cluster.id) == cluster_id)
+                .with_for_update()
+            )
+        ).first()
+        if row is None:
+            raise LookupError(cluster_id)
+        state, primary, secondary = row
+    from_state = ClusterState(state)
     to_state = next_state(from_state, trigger)
-    active_region = str((row[1] if serves_from_primary(to_state) else row[2])["region"])
+    active_region = str((primary if serves_from_primary(to_state) else secondary)["region"])
     now = utcnow()
+    values: dict[str, Any] = {
+        "state": to_state.value,
+        "active_region": active_region,
+        "updated_at": now,
+    }
+    if last_operation:
+        values["last_operation_id"] = operation_id
     version = await session.scalar(
         update(Cluster)
         .where(col(Cluster.id) == cluster_id, col(Cluster.state) == from_state.value)
-        .values(
-            state=to_state.value,
-            active_region=active_region,
-            version=Cluster.version + 1,
-            updated_at=now,
-        )
+        .values(version=Cluster.version + 1, **values)
         .returning(col(Cluster.version))
         .execution_options(synchronize_session=False)
     )
@@ -70,12 +83,7 @@ async def apply_transition(
     # A copy of the pair this session already holds shows the change (without a query).
     loaded = session.sync_session.identity_map.get(identity_key(Cluster, cluster_id))
     if loaded is not None:
-        for name, value in (
-            ("state", to_state.value),
-            ("active_region", active_region),
-            ("version", version),
-            ("updated_at", now),
-        ):
+        for name, value in (*values.items(), ("version", version)):
             set_committed_value(loaded, name, value)
     changed = {
         "from": from_state.value,

@@ -124,14 +124,16 @@ async def start(
         "batch_id": batch_id,
     }
     events: list[tuple[str, dict[str, Any]]] = [("operation.created", created)]
-    await apply_transition(session, cluster.id, rules.accepted, operation.id, events)
-    await emit_events(session, cluster.id, events)
-    await session.execute(
-        update(Cluster)
-        .where(Cluster.id == cluster.id)  # type: ignore[arg-type]
-        .values(last_operation_id=operation.id)
-        .execution_options(synchronize_session=False)
+    await apply_transition(
+        session,
+        cluster.id,
+        rules.accepted,
+        operation.id,
+        events,
+        locked=cluster,
+        last_operation=True,
     )
+    await emit_events(session, cluster.id, events)
     op_id, epoch = operation.id, operation.lease_epoch
     after_commit(session, lambda: enqueue(op_id, epoch))
     return operation
