@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -163,27 +163,31 @@ async def enqueue_pass(context: Context, batch_id: str, why: str) -> None:
 
 async def _lock(session: AsyncSession, batch_id: str) -> Batch | None:
     """The batch, its row locked until commit (an UPDATE locks it on every backend)."""
-    bumped = await session.execute(
+    return await session.scalar(
         update(Batch)
         .where(col(Batch.id) == batch_id, col(Batch.done).is_(False))
         .values(passes=col(Batch.passes) + 1)
-        .execution_options(synchronize_session=False)
+        .returning(Batch)
+        .execution_options(synchronize_session=False, populate_existing=True)
     )
-    if bumped.rowcount == 0:  # type: ignore[attr-defined]
-        return None
-    return await session.get(Batch, batch_id, populate_existing=True)
 
 
-async def _running(session: AsyncSession, batch_id: str) -> int:
-    return int(
-        await session.scalar(
-            select(func.count()).where(
-                col(BatchItem.batch_id) == batch_id,
-                col(BatchItem.status) == ItemStatus.RUNNING.value,
-            )
-        )
-        or 0
+# An item, and how many of its batch's items run (one statement: a batch's start is on
+# the hot path of an evacuation).
+_RUNNING = BatchItem.__table__.alias("running")  # type: ignore[attr-defined]
+_ITEM_AND_RUNNING = select(
+    BatchItem,
+    select(func.count())
+    .select_from(_RUNNING)
+    .where(
+        _RUNNING.c.batch_id == bindparam("b_batch"),
+        _RUNNING.c.status == ItemStatus.RUNNING.value,
     )
+    .scalar_subquery(),
+).where(
+    col(BatchItem.batch_id) == bindparam("b_batch"),
+    col(BatchItem.position) == bindparam("b_position"),
+)
 
 
 # Batches with a pass running in this process -> whether another was asked for meanwhile.
@@ -276,10 +280,17 @@ async def _start_one(context: Context, batch_id: str, position: int) -> bool:
             batch = await _lock(session, batch_id)
             if batch is None or batch.cancel_requested:
                 return False
-            if await _running(session, batch_id) >= batch.max_parallel:
+            found = (
+                await session.execute(
+                    _ITEM_AND_RUNNING, {"b_batch": batch_id, "b_position": position}
+                )
+            ).first()
+            if found is None:
+                return True
+            item, running = found
+            if running >= batch.max_parallel:
                 return False
-            item = await session.get(BatchItem, (batch_id, position))
-            if item is None or item.status != ItemStatus.PENDING.value:
+            if item.status != ItemStatus.PENDING.value:
                 return True
             request = OperationRequest(
                 mode=Mode(batch.mode),

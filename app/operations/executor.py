@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
 
 from app.actions import registry
 from app.actions.base import ActionDeps, ActionFailed, NotYet, Output, StepCall, call_key
@@ -108,6 +109,12 @@ _HOLD_AND_FINISH = select(_HELD.c.status, _HELD.c.wake_at).add_cte(
         finished_at=bindparam("b_finished_at"),
     )
     .cte("finished")
+)
+_OPERATION_AND_PAIR = (
+    select(Operation, Cluster)
+    .join(Cluster, col(Cluster.id) == col(Operation.cluster_id))
+    .where(col(Operation.id) == bindparam("b_id"))
+    .execution_options(populate_existing=True)
 )
 _ACQUIRE = (
     update(_OPERATIONS)
@@ -239,10 +246,9 @@ class Executor:
             )
             if epoch is None:
                 return None
-            operation = await session.get(Operation, operation_id, populate_existing=True)
-            assert operation is not None
-            cluster = await session.get(Cluster, operation.cluster_id, populate_existing=True)
-            assert cluster is not None
+            operation, cluster = (
+                await session.execute(_OPERATION_AND_PAIR, {"b_id": operation_id})
+            ).one()
             steps = await steps_of(session, operation_id)
             plan = (
                 [StepPlan.from_dict(s) for s in operation.plan]
