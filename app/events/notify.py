@@ -48,7 +48,8 @@ class _Announcer:
     telling, and every process subscribed reads every message."""
 
     def __init__(self, redis: Redis, channel: str) -> None:
-        self._redis = redis
+        # Weakly: the map of announcers is keyed by the client and must not keep it alive.
+        self._redis = weakref.ref(redis)
         self._channel = channel
         self._next: str | None = None
         self._sending: asyncio.Task[None] | None = None
@@ -62,9 +63,12 @@ class _Announcer:
     async def _send(self) -> None:
         while self._next is not None:
             message, self._next = self._next, None
+            redis = self._redis()
+            if redis is None:
+                return
             # Readers also poll; a lost wake-up costs latency only.
             with contextlib.suppress(Exception):
-                await self._redis.publish(self._channel, message)
+                await redis.publish(self._channel, message)
 
 
 _announcers: weakref.WeakKeyDictionary[Redis, dict[str, _Announcer]] = weakref.WeakKeyDictionary()
