@@ -62,7 +62,9 @@ async def test_fail_over_and_back_on_the_dr_tab(
     await expect(page.locator("#events")).to_contain_text("cluster.state_changed")
     await expect(page.get_by_role("button", name="Failover", exact=True)).to_be_disabled()
 
-    # Failback through the Actions menu, by keyboard into the menu.
+    # Failback through the Actions menu, by keyboard into the menu. The menu shows the
+    # buttons as they are when it opens: wait until the page has enabled Failback.
+    await expect(page.get_by_role("button", name="Failback", exact=True)).to_be_enabled()
     actions = page.get_by_role("button", name="Actions")
     await actions.click()
     await expect(actions).to_have_attribute("aria-expanded", "true")
