@@ -21,6 +21,7 @@ from app.actions.base import ActionDeps
 from app.batches import service as batches
 from app.config import Settings
 from app.context import build_context, redis_settings
+from app.db import create_engine, session_factory
 from app.drills import service as drills
 from app.events.notify import DELIVERIES, Notifier, publish
 from app.health import worker as health_server
@@ -72,6 +73,11 @@ async def startup(ctx: dict[str, Any]) -> None:
         secrets=context.secrets,
         networks=settings.action_networks,
     )
+    # The leases are renewed on a connection of their own: runs queueing for the pool's
+    # connections (a worker given more than it can do at once) do not make them late.
+    url = settings.resolved_database_url()
+    one = {} if url.startswith("sqlite") else {"pool_size": 1, "max_overflow": 0}
+    ctx["lease_engine"] = lease_engine = create_engine(url, **one)
     ctx["executor"] = Executor(
         context.sessions,
         deps,
@@ -79,6 +85,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         lease_ttl_s=settings.lease_ttl_s,
         notify=notify,
         enqueue_at=context.enqueue,
+        lease_sessions=session_factory(lease_engine),
     )
 
     # A batch's operation ended: the batch may start its next ones at once.
@@ -134,6 +141,10 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+    executor = ctx.get("executor")
+    if executor is not None:
+        await executor.close()
+        await ctx["lease_engine"].dispose()
     context = ctx.get("context")
     if context is not None:
         await context.close()

@@ -135,9 +135,12 @@ _ACQUIRE = (
 )
 _RENEW = (
     update(_OPERATIONS)
-    .where(_OURS)
+    .where(
+        _OPERATIONS.c.lease_owner == bindparam("b_owner"),
+        _OPERATIONS.c.id.in_(bindparam("b_ids", expanding=True)),
+    )
     .values(lease_expires_at=bindparam("b_expires"))
-    .returning(_OPERATIONS.c.id)
+    .returning(_OPERATIONS.c.id, _OPERATIONS.c.lease_epoch)
 )
 _RELEASE = (
     update(_OPERATIONS)
@@ -194,6 +197,8 @@ class _Run:
     side_busy: bool = False
     # The lease went back with the write that ended the operation (set once committed).
     released: bool = False
+    # The lease was found taken over: the run's work was cancelled for it.
+    lost: bool = False
 
     def view(self) -> OperationView:
         return OperationView(
@@ -210,6 +215,66 @@ class _Run:
         return self.operation.kind == OperationKind.DRILL.value
 
 
+class _Leases:
+    """The leases of this worker's runs, renewed every third of their time, all in one
+    statement (not a task and a transaction per operation), on sessions that can be of
+    their own: a worker so busy that its runs queue for connections still keeps them. A
+    run whose lease is found taken over has its work cancelled."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], owner: str, ttl: timedelta
+    ) -> None:
+        self._sessions = sessions
+        self._owner = owner
+        self._ttl = ttl
+        self._held: dict[str, tuple[_Run, asyncio.Future[Any]]] = {}
+        self._beating: asyncio.Task[None] | None = None
+
+    def hold(self, run: _Run, work: asyncio.Future[Any]) -> None:
+        self._held[run.operation.id] = (run, work)
+        if self._beating is None:
+            self._beating = asyncio.ensure_future(self._beat())
+
+    def drop(self, run: _Run) -> None:
+        if self._held.get(run.operation.id, (None,))[0] is run:
+            del self._held[run.operation.id]
+
+    async def close(self) -> None:
+        if self._beating is not None:
+            self._beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beating
+
+    async def _beat(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self._ttl.total_seconds() / 3)
+                if not self._held:
+                    return  # (no await since the check: a run held now starts a new beat)
+                held = list(self._held.values())
+                try:
+                    renewed = await self._renew([run.operation.id for run, _ in held])
+                except Exception:  # a database blip: the next beat tries again
+                    log.exception("renewing %d lease(s) failed", len(held))
+                    continue
+                for run, work in held:
+                    if renewed.get(run.operation.id) == run.epoch or run.released or work.done():
+                        continue  # renewed, or ended (its last write gave the lease back)
+                    log.warning("lost the lease on %s; stopping", run.operation.id)
+                    run.lost = True
+                    work.cancel()
+        finally:
+            self._beating = None
+
+    async def _renew(self, ids: list[str]) -> dict[str, int]:
+        async with unit_of_work(self._sessions) as session:
+            rows = await session.execute(
+                _RENEW,
+                {"b_owner": self._owner, "b_ids": ids, "b_expires": utcnow() + self._ttl},
+            )
+            return {str(op_id): int(epoch) for op_id, epoch in rows}
+
+
 class Executor:
     def __init__(
         self,
@@ -219,6 +284,7 @@ class Executor:
         lease_ttl_s: float,
         notify: Notify | None = None,
         enqueue_at: EnqueueAt | None = None,
+        lease_sessions: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
         self._sessions = sessions
         self._deps = deps
@@ -226,6 +292,10 @@ class Executor:
         self._ttl = timedelta(seconds=lease_ttl_s)
         self._notify = notify
         self._enqueue_at = enqueue_at
+        self._leases = _Leases(lease_sessions or sessions, owner, self._ttl)
+
+    async def close(self) -> None:
+        await self._leases.close()
 
     # -- lease ---------------------------------------------------------------
 
@@ -289,42 +359,11 @@ class Executor:
     def _ours(self, operation_id: str, epoch: int) -> dict[str, Any]:
         return {"b_id": operation_id, "b_owner": self._owner, "b_epoch": epoch}
 
-    async def _renew(self, operation_id: str, epoch: int) -> None:
-        async with unit_of_work(self._sessions) as session:
-            renewed = await session.scalar(
-                _RENEW, {**self._ours(operation_id, epoch), "b_expires": utcnow() + self._ttl}
-            )
-        if renewed is None:
-            raise LeaseLost(operation_id)
-
     async def _release(self, operation_id: str, epoch: int) -> int | None:
         """Give the lease back; the lease epoch, or None when it was not ours any more."""
         async with unit_of_work(self._sessions) as session:
             released = await session.scalar(_RELEASE, self._ours(operation_id, epoch))
         return None if released is None else int(released)
-
-    async def _heartbeat(
-        self, operation_id: str, epoch: int, work: asyncio.Future[Any], stop: asyncio.Event
-    ) -> None:
-        """Renew the lease every third of its time until `stop` is set. It is stopped, not
-        cancelled: a renewal cut off mid-statement could leave its connection in a
-        transaction (on SQLite, holding the write lock every other writer waits for)."""
-        interval = self._ttl.total_seconds() / 3
-        while True:
-            try:
-                await asyncio.wait_for(stop.wait(), interval)
-                return
-            except TimeoutError:
-                pass
-            try:
-                await self._renew(operation_id, epoch)
-            except LeaseLost:
-                if not work.done():  # else: the operation ended and gave the lease back
-                    log.warning("lost the lease on %s; stopping", operation_id)
-                    work.cancel()
-                return
-            except Exception:  # a database blip: the next beat tries again
-                log.exception("heartbeat for %s failed", operation_id)
 
     async def run(self, operation_id: str) -> bool:
         """Carry the operation as far as it goes. False when another worker holds it."""
@@ -333,22 +372,18 @@ class Executor:
             return False
         held = run.epoch
         work = asyncio.ensure_future(self._drive(run))
-        stop = asyncio.Event()
-        beat = asyncio.ensure_future(self._heartbeat(operation_id, held, work, stop))
+        self._leases.hold(run, work)
         wake_at: datetime | None = None
         try:
             wake_at = await work
         except LeaseLost:
             log.warning("operation %s was taken over by another worker", operation_id)
         except asyncio.CancelledError:
-            if not beat.done():  # this job itself was cancelled (worker shutting down)
+            if not run.lost:  # this job itself was cancelled (worker shutting down)
                 raise
             log.warning("lost the lease on %s; another worker resumes it", operation_id)
         finally:
-            stop.set()
-            # A renewal under way finishes (or fails) on its own before the lease goes back.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(beat)
+            self._leases.drop(run)
             # An operation that ended gave the lease back with its last write.
             epoch = None if run.released else await self._release(operation_id, held)
         if wake_at is not None and epoch is not None and self._enqueue_at is not None:
